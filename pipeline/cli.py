@@ -1,0 +1,106 @@
+"""The ``pipeline`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import click
+
+from . import config as config_mod
+from .errors import PipelineError
+
+# Named exit codes (arq's habit): scripts can tell failure kinds apart.
+EXIT_OK = 0
+EXIT_SERVER_ERROR = 1  # the server answered with an error, or the run failed
+EXIT_USAGE = 2  # bad input on our side: config, file, URL
+
+
+@click.group()
+@click.version_option(package_name="stt-pipeline")
+def main() -> None:
+    """On-premises streaming speech-to-text: WebSocket in, faster-whisper workers, transcripts out."""
+
+
+def _load_config(path: str | None) -> config_mod.Config:
+    try:
+        return config_mod.load(path)
+    except PipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file (see configs/default.toml).")
+@click.option("--host", help="Interface to listen on [server.host].")
+@click.option("--port", type=int, help="WebSocket port; 0 picks a free one [server.port].")
+@click.option("--workers", type=int, help="Local worker processes [workers.count; default: one per core].")
+@click.option("--model", help='"bundled" (tiny.en), a faster-whisper model name, or a model folder [workers.model].')
+@click.option("--worker-endpoint", help="ZeroMQ endpoint workers connect to [dispatcher.worker_endpoint].")
+def run(config_path: str | None, host: str | None, port: int | None, workers: int | None,
+        model: str | None, worker_endpoint: str | None) -> None:
+    """Start the ingest, the dispatcher and the worker pool on this machine."""
+    from . import service
+
+    cfg = _load_config(config_path)
+    try:
+        cfg = config_mod.override(cfg, "server", host=host, port=port)
+        cfg = config_mod.override(cfg, "workers", count=workers, model=model)
+        cfg = config_mod.override(cfg, "dispatcher", worker_endpoint=worker_endpoint)
+        if cfg.workers.model not in ("fake",):
+            from workers.engine import resolve_model
+
+            resolve_model(cfg.workers.model)  # a bad path fails here, not in every worker
+    except PipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(service.run(cfg))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--url", default="ws://127.0.0.1:8765/v1/stream", show_default=True, help="The server's stream endpoint.")
+@click.option("--speed", type=click.FloatRange(min=0.1, max=100.0), default=1.0, show_default=True,
+              help="Send this many times faster than real time.")
+@click.option("--json", "as_json", is_flag=True, help="Print every server message as one JSON line.")
+@click.option("--words", is_flag=True, help="Ask for word timestamps in finals.")
+@click.option("--language", default="en", show_default=True)
+def stream(file: str, url: str, speed: float, as_json: bool, words: bool, language: str) -> None:
+    """Stream an audio FILE (WAV, FLAC, MP3, any rate) and print its transcript live."""
+    from .client import load_audio, stream as stream_audio
+
+    try:
+        audio = load_audio(file)
+    except PipelineError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    errors: list[dict[str, Any]] = []
+    tty = sys.stdout.isatty()
+
+    def show(message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "error":
+            errors.append(message)
+        if as_json:
+            click.echo(json.dumps(message))
+        elif kind == "partial" and tty:
+            click.echo(f"\r\033[K… {message['text']}", nl=False)
+        elif kind == "final":
+            prefix = "\r\033[K" if tty else ""
+            click.echo(f"{prefix}[{message['start']:7.2f} → {message['end']:7.2f}] {message['text']}")
+        elif kind == "error":
+            click.echo(f"error: {message['code']}: {message['message']}", err=True)
+
+    try:
+        result = asyncio.run(stream_audio(url, audio, speed=speed, on_message=show,
+                                          start={"language": language, "words": words}))
+    except (OSError, asyncio.TimeoutError) as exc:
+        click.echo(f"error: cannot stream to {url}: {exc or type(exc).__name__}", err=True)
+        sys.exit(EXIT_USAGE)
+    except Exception as exc:  # websockets' handshake and close errors
+        click.echo(f"error: {url}: {exc}", err=True)
+        sys.exit(EXIT_SERVER_ERROR)
+    if result.closed is not None:
+        click.echo(f"error: the server closed the connection ({result.closed[0]} {result.closed[1]})", err=True)
+        sys.exit(EXIT_SERVER_ERROR)
+    sys.exit(EXIT_SERVER_ERROR if errors else EXIT_OK)

@@ -1,0 +1,191 @@
+"""Configuration: frozen dataclasses loaded from TOML.
+
+Every setting lives in ``configs/default.toml`` with its meaning. A user's file only needs
+the keys it changes; an unknown section or key is an error that names the file and the key,
+so that a typo never silently falls back to a default. CLI flags override the file through
+:func:`dataclasses.replace`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+#: Sample rate of everything past the ingest: Silero VAD and Whisper both want 16 kHz.
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The WebSocket ingest and gateway."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    max_sessions: int = 64
+    max_message_bytes: int = 1 << 20
+    level_interval_ms: int = 100
+    shutdown_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class DispatcherConfig:
+    """The ZeroMQ broker between the ingest and the workers."""
+
+    worker_endpoint: str = "tcp://127.0.0.1:5555"
+    heartbeat_interval_s: float = 1.0
+    heartbeat_liveness: int = 3
+    max_attempts: int = 3
+    max_queued_jobs: int = 10000
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    """The pool of worker processes and the ASR engine they run."""
+
+    count: int | str = "auto"
+    cpu_threads: int = 1
+    model: str = "bundled"
+    device: str = "cpu"
+    compute_type: str = "int8"
+    beam_size: int = 5
+    partial_beam_size: int = 1
+    prompt_chars: int = 200
+    fake_delay_ms: int = 50
+
+    def resolved_count(self) -> int:
+        """The number of worker processes, with ``"auto"`` meaning one per usable core."""
+        if self.count == "auto":
+            return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return int(self.count)
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """Voice-activity detection and the cutting of streams into utterances."""
+
+    vad_threshold: float = 0.5
+    min_silence_ms: int = 300
+    speech_pad_ms: int = 150
+    min_speech_ms: int = 200
+    max_utterance_s: float = 25.0
+    first_partial_s: float = 0.5
+    partial_interval_s: float = 0.8
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration of one pipeline."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+
+
+def _check_type(default: Any, value: Any, what: str) -> Any:
+    """Accept ``value`` if it has the type of ``default`` (ints are fine for floats)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(default, bool) and isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float))
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int)
+    elif isinstance(default, str) and default == "auto":
+        ok = isinstance(value, (str, int))  # "auto" or a number, e.g. workers.count
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(f"{what} must be of type {type(default).__name__}, not {value!r}")
+    return value
+
+
+def _build(cls: type[Any], table: dict[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(fields)})")
+        value = _check_type(getattr(cls(), key), value, f"{where}: key {key!r}")
+        values[key] = value
+    try:
+        return cls(**values)
+    except TypeError as exc:  # pragma: no cover - guarded above
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
+    """Build a :class:`Config` from parsed TOML, rejecting unknown sections and keys."""
+    sections = {f.name: f.type for f in dataclasses.fields(Config)}
+    kwargs: dict[str, Any] = {}
+    for name, table in data.items():
+        if name not in sections:
+            raise ConfigError(f"{source}: unknown section [{name}] (known: {', '.join(sections)})")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        cls = type(getattr(Config(), name))
+        kwargs[name] = _build(cls, table, f"{source} [{name}]")
+    config = Config(**kwargs)
+    validate(config, source)
+    return config
+
+
+def load(path: str | os.PathLike[str] | None) -> Config:
+    """Load a TOML config file; ``None`` gives the defaults.
+
+    Raises:
+        ConfigError: the file is missing, is not TOML, or has an unknown or bad key.
+    """
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {p}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    return from_dict(data, str(p))
+
+
+def validate(config: Config, source: str = "<config>") -> None:
+    """Check values that types alone cannot, so that bad ones fail at startup."""
+    w = config.workers
+    if w.count != "auto" and (not isinstance(w.count, int) or w.count < 0):
+        raise ConfigError(f"{source} [workers]: count must be \"auto\" or a whole number >= 0, not {w.count!r}")
+    if w.cpu_threads < 1:
+        raise ConfigError(f"{source} [workers]: cpu_threads must be >= 1")
+    if w.beam_size < 1 or w.partial_beam_size < 1:
+        raise ConfigError(f"{source} [workers]: beam sizes must be >= 1")
+    s = config.segmenter
+    if not 0.0 < s.vad_threshold < 1.0:
+        raise ConfigError(f"{source} [segmenter]: vad_threshold must be between 0 and 1")
+    if s.partial_interval_s <= 0 or s.first_partial_s <= 0:
+        raise ConfigError(f"{source} [segmenter]: partial intervals must be > 0")
+    if not 1.0 <= s.max_utterance_s <= 30.0:
+        raise ConfigError(f"{source} [segmenter]: max_utterance_s must be between 1 and 30 (Whisper's window)")
+    if not 0 <= config.server.port <= 65535:
+        raise ConfigError(f"{source} [server]: port must be between 0 and 65535")
+    if config.server.max_sessions < 1:
+        raise ConfigError(f"{source} [server]: max_sessions must be >= 1")
+    if config.dispatcher.heartbeat_interval_s <= 0 or config.dispatcher.heartbeat_liveness < 1:
+        raise ConfigError(f"{source} [dispatcher]: heartbeat settings must be positive")
+    if config.dispatcher.max_attempts < 1:
+        raise ConfigError(f"{source} [dispatcher]: max_attempts must be >= 1")
+
+
+def override(config: Config, section: str, **changes: Any) -> Config:
+    """Return ``config`` with some keys of one section replaced (``None`` values are skipped)."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        return config
+    updated = dataclasses.replace(getattr(config, section), **changes)
+    new = dataclasses.replace(config, **{section: updated})
+    validate(new, "command line")
+    return new

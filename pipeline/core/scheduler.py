@@ -1,0 +1,200 @@
+"""The dispatcher's state machine: queues, ready workers, jobs in flight, liveness.
+
+It follows the Paranoid Pirate pattern of the ZeroMQ Guide: workers announce READY, the
+broker hands work to the least recently used ready worker, and a worker that is silent
+for ``liveness`` heartbeat intervals is declared dead. What that pattern leaves out is
+added here: priority classes (finals before partials before batch work), coalescing of
+queued jobs that share a key, and re-dispatch of a dead worker's job with a fresh attempt
+number so that a late answer from the old attempt is recognised and dropped.
+
+Nothing here touches a socket or a clock: the I/O layer passes ``now`` in and sends what
+:meth:`Scheduler.assignments` returns.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+from .wire import Job, Priority
+
+
+@dataclass
+class WorkerState:
+    """What the broker knows about one worker."""
+
+    identity: bytes
+    expires_at: float
+    job: Job | None = None
+    client: bytes = b""
+    info: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class Failure:
+    """A job that will not be completed, and why; the I/O layer tells its client."""
+
+    client: bytes
+    job: Job
+    reason: str
+
+
+class Scheduler:
+    """Hands queued jobs to ready workers.
+
+    Args:
+        heartbeat_interval_s: how often peers are expected to be heard from.
+        liveness: missed intervals after which a worker is dead.
+        max_attempts: dispatches of one job before it is failed.
+        max_queued: jobs that may wait; beyond this :meth:`submit` refuses.
+    """
+
+    def __init__(
+        self,
+        heartbeat_interval_s: float = 1.0,
+        liveness: int = 3,
+        max_attempts: int = 3,
+        max_queued: int = 10000,
+    ) -> None:
+        self.expiry_s = heartbeat_interval_s * liveness
+        self.max_attempts = max_attempts
+        self.max_queued = max_queued
+        self.workers: dict[bytes, WorkerState] = {}
+        self.ready: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        self.queues: dict[Priority, collections.OrderedDict[str, tuple[bytes, Job]]] = {
+            p: collections.OrderedDict() for p in Priority
+        }
+        self.failures: list[Failure] = []
+        self.replaced = 0
+        self.retried = 0
+
+    # -- workers -----------------------------------------------------------------
+
+    def worker_ready(self, identity: bytes, now: float, info: dict[str, object] | None = None) -> None:
+        """A worker said READY, or finished a job: it goes to the back of the LRU queue."""
+        worker = self.workers.get(identity)
+        if worker is None:
+            worker = self.workers[identity] = WorkerState(identity, now + self.expiry_s, info=info or {})
+        elif worker.job is not None:
+            # READY while holding a job means the worker restarted and forgot it.
+            self._requeue(worker, "worker restarted")
+        worker.expires_at = now + self.expiry_s
+        self.ready[identity] = None
+        self.ready.move_to_end(identity)
+
+    def worker_seen(self, identity: bytes, now: float) -> bool:
+        """Any message from a worker proves it alive. Returns False if it is unknown."""
+        worker = self.workers.get(identity)
+        if worker is None:
+            return False
+        worker.expires_at = now + self.expiry_s
+        return True
+
+    def worker_gone(self, identity: bytes, reason: str = "worker disconnected") -> None:
+        """Forget a worker; its job, if any, is queued again."""
+        worker = self.workers.pop(identity, None)
+        self.ready.pop(identity, None)
+        if worker is not None and worker.job is not None:
+            self._requeue(worker, reason)
+
+    def expire(self, now: float) -> list[bytes]:
+        """Declare dead every worker not heard from in time; returns their identities."""
+        dead = [w.identity for w in self.workers.values() if w.expires_at <= now]
+        for identity in dead:
+            self.worker_gone(identity, "worker stopped answering")
+        return dead
+
+    # -- jobs --------------------------------------------------------------------
+
+    def submit(self, client: bytes, job: Job) -> bool:
+        """Queue a job. A queued job with the same key is replaced in place.
+
+        Returns:
+            False if the queue is full and the job was refused.
+        """
+        queue = self.queues[job.priority]
+        slot = _slot(job)
+        if job.priority == Priority.FINAL and job.key:
+            # The final covers all of the utterance: a queued partial of it is moot.
+            if self.queues[Priority.PARTIAL].pop(job.key, None) is not None:
+                self.replaced += 1
+        if slot in queue:
+            self.replaced += 1
+            queue[slot] = (client, job)  # keeps its place in line, carries the newer audio
+            return True
+        if self.queued() >= self.max_queued:
+            return False
+        queue[slot] = (client, job)
+        return True
+
+    def result(self, identity: bytes, job_id: str, attempt: int) -> tuple[bytes, Job] | None:
+        """A worker answered. Returns (client, job), or None if the answer is stale."""
+        worker = self.workers.get(identity)
+        if worker is None or worker.job is None:
+            return None
+        job = worker.job
+        if job.job_id != job_id or job.attempt != attempt:
+            return None
+        client = worker.client
+        worker.job = None
+        worker.client = b""
+        return client, job
+
+    def assignments(self) -> list[tuple[bytes, bytes, Job]]:
+        """Pair queued jobs with ready workers, best priority first.
+
+        Returns:
+            (worker identity, client identity, job) for each job to send now.
+        """
+        out: list[tuple[bytes, bytes, Job]] = []
+        while self.ready:
+            picked = self._pop_next()
+            if picked is None:
+                break
+            client, job = picked
+            identity, _ = self.ready.popitem(last=False)  # least recently used
+            worker = self.workers[identity]
+            job.attempt += 1
+            worker.job, worker.client = job, client
+            out.append((identity, client, job))
+        return out
+
+    def take_failures(self) -> list[Failure]:
+        failures, self.failures = self.failures, []
+        return failures
+
+    def queued(self, priority: Priority | None = None) -> int:
+        if priority is not None:
+            return len(self.queues[priority])
+        return sum(len(q) for q in self.queues.values())
+
+    def in_flight(self) -> int:
+        return sum(1 for w in self.workers.values() if w.job is not None)
+
+    def _pop_next(self) -> tuple[bytes, Job] | None:
+        for priority in Priority:
+            queue = self.queues[priority]
+            if queue:
+                _, item = queue.popitem(last=False)
+                return item
+        return None
+
+    def _requeue(self, worker: WorkerState, reason: str) -> None:
+        job, client = worker.job, worker.client
+        worker.job, worker.client = None, b""
+        assert job is not None
+        if job.attempt >= self.max_attempts:
+            self.failures.append(Failure(client, job, f"{reason}; gave up after {job.attempt} attempts"))
+            return
+        self.retried += 1
+        queue = self.queues[job.priority]
+        slot = _slot(job)
+        if slot in queue:
+            return  # a newer job with the same key is already waiting; it supersedes this one
+        queue[slot] = (client, job)
+        queue.move_to_end(slot, last=False)  # it has waited longest: first in its class
+
+
+def _slot(job: Job) -> str:
+    """Queue slot of a job: partials of one utterance share a slot, so the newest wins."""
+    return job.key if job.priority == Priority.PARTIAL and job.key else job.job_id

@@ -1,0 +1,175 @@
+"""The dispatcher: a ZeroMQ ROUTER-to-ROUTER broker around :class:`~pipeline.core.scheduler.Scheduler`.
+
+* The **client side** (a ROUTER) takes JOB messages from the ingest (over ``inproc``) and
+  returns each RESULT to the client that sent the job, by its identity.
+* The **worker side** (a ROUTER with ``ROUTER_MANDATORY``) talks to DEALER workers: READY,
+  JOB, RESULT, HEARTBEAT and DISCONNECT, as in docs/architecture.md.
+
+This module only moves frames and keeps time; every decision is the scheduler's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from .config import DispatcherConfig
+from .core import wire
+from .core.scheduler import Scheduler
+from .errors import ProtocolError
+
+log = logging.getLogger("pipeline.dispatcher")
+
+#: Largest message a peer may send: 30 s of float32 audio is 1.9 MB; leave room for batch.
+MAX_MESSAGE_BYTES = 16 << 20
+HWM = 10000
+
+
+class Dispatcher:
+    """Binds both sides and routes until :meth:`close`.
+
+    Args:
+        ctx: the asyncio ZeroMQ context shared with the ingest (for ``inproc``).
+        config: endpoints and heartbeat settings.
+        client_endpoint: where job clients connect (the ingest uses ``inproc``).
+    """
+
+    def __init__(self, ctx: zmq.asyncio.Context, config: DispatcherConfig, client_endpoint: str) -> None:
+        self.config = config
+        self.scheduler = Scheduler(
+            config.heartbeat_interval_s, config.heartbeat_liveness, config.max_attempts, config.max_queued_jobs
+        )
+        self.clients = ctx.socket(zmq.ROUTER)
+        self.workers = ctx.socket(zmq.ROUTER)
+        for sock in (self.clients, self.workers):
+            sock.linger = 100
+            sock.sndhwm = sock.rcvhwm = HWM
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.clients.bind(client_endpoint)
+        self.workers.bind(config.worker_endpoint)
+        self.worker_endpoint = self.workers.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.malformed = 0
+        self.jobs_done = 0
+        self.decode_s_total = 0.0
+        self.ready_changed = asyncio.Event()
+        self._closed = False
+
+    @property
+    def ready_workers(self) -> int:
+        """Workers that have said READY and are not declared dead (busy or idle)."""
+        return len(self.scheduler.workers)
+
+    async def run(self) -> None:
+        poller = zmq.asyncio.Poller()
+        poller.register(self.clients, zmq.POLLIN)
+        poller.register(self.workers, zmq.POLLIN)
+        interval = self.config.heartbeat_interval_s
+        next_beat = time.monotonic() + interval
+        while not self._closed:
+            events = dict(await poller.poll(max(0.0, next_beat - time.monotonic()) * 1000))
+            now = time.monotonic()
+            if self.workers in events:
+                await self._drain(self.workers, self._on_worker, now)
+            if self.clients in events:
+                await self._drain(self.clients, self._on_client, now)
+            if now >= next_beat:
+                next_beat = now + interval
+                self._heartbeat(now)
+            self._dispatch()
+            self._report_failures()
+
+    async def _drain(self, sock: zmq.asyncio.Socket, handle: Any, now: float) -> None:
+        """Handle every message waiting on ``sock`` without going back to the poller."""
+        for _ in range(1000):
+            try:
+                frames = await sock.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            handle(frames[0], frames[1:], now)
+
+    def _on_client(self, client: bytes, frames: list[bytes], now: float) -> None:
+        try:
+            command, header, payload = wire.decode(frames)
+            if command is not wire.Command.JOB:
+                raise ProtocolError("bad_command", f"clients may only send JOB, not {command.name}")
+            job = wire.decode_job(header, payload)
+        except ProtocolError as exc:
+            self.malformed += 1
+            log.warning("dropped a malformed message from client %r: %s", client, exc)
+            return
+        if not self.scheduler.submit(client, job):
+            self._reply(client, {"job_id": job.job_id, "attempt": 0, "text": "", "error": "queue full"})
+
+    def _on_worker(self, identity: bytes, frames: list[bytes], now: float) -> None:
+        try:
+            command, header, _ = wire.decode(frames)
+        except ProtocolError as exc:
+            self.malformed += 1
+            log.warning("dropped a malformed message from worker %r: %s", identity, exc)
+            return
+        if command is wire.Command.READY:
+            if identity not in self.scheduler.workers:
+                log.info("worker %s (pid %s) is ready", header.get("name"), header.get("pid"))
+            self.scheduler.worker_ready(identity, now, header)
+            self.ready_changed.set()
+            return
+        if command is wire.Command.DISCONNECT:
+            self.scheduler.worker_gone(identity)
+            self.ready_changed.set()
+            return
+        if not self.scheduler.worker_seen(identity, now):
+            # Majordomo: a worker we do not know (declared dead, or from before a restart)
+            # is told to disconnect; it rejoins with READY once it is idle.
+            self._send_worker(identity, wire.encode(wire.Command.DISCONNECT))
+            return
+        if command is wire.Command.RESULT:
+            done = self.scheduler.result(identity, str(header.get("job_id")), int(header.get("attempt", -1)))
+            if done is None:
+                log.info("dropped a stale result for %s from %r", header.get("job_id"), identity)
+                return
+            client, _ = done
+            self.jobs_done += 1
+            self.decode_s_total += float(header.get("decode_s", 0.0))
+            self._reply(client, header)
+            self.scheduler.worker_ready(identity, now)
+
+    def _heartbeat(self, now: float) -> None:
+        for identity in self.scheduler.expire(now):
+            log.warning("worker %r missed its heartbeats; declared dead", identity)
+            self.ready_changed.set()
+        for identity in list(self.scheduler.workers):
+            self._send_worker(identity, wire.encode(wire.Command.HEARTBEAT))
+
+    def _dispatch(self) -> None:
+        for identity, _, job in self.scheduler.assignments():
+            self._send_worker(identity, wire.encode_job(job))
+
+    def _report_failures(self) -> None:
+        for failure in self.scheduler.take_failures():
+            log.error("job %s failed: %s", failure.job.job_id, failure.reason)
+            self._reply(failure.client, {"job_id": failure.job.job_id, "attempt": failure.job.attempt,
+                                         "text": "", "error": failure.reason})
+
+    def _send_worker(self, identity: bytes, frames: list[Any]) -> None:
+        try:
+            self.workers.send_multipart([identity, *frames], flags=zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH under ROUTER_MANDATORY: it is gone
+            log.warning("worker %r unreachable (%s); forgetting it", identity, exc)
+            self.scheduler.worker_gone(identity, "worker unreachable")
+
+    def _reply(self, client: bytes, header: dict[str, Any]) -> None:
+        try:
+            self.clients.send_multipart([client, *wire.encode(wire.Command.RESULT, header)], flags=zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.info("client %r gone; dropped result %s (%s)", client, header.get("job_id"), exc)
+
+    def close(self) -> None:
+        self._closed = True
+        self.clients.close(linger=100)
+        self.workers.close(linger=100)

@@ -1,0 +1,226 @@
+"""The ingest and the gateway: the asyncio WebSocket side of the pipeline.
+
+One process, one event loop, both directions of every client connection:
+
+* **ingest**: frames from a client go into its :class:`~pipeline.core.session.Session`
+  (which decodes, resamples, runs VAD and cuts utterances); the jobs it produces go to the
+  dispatcher over a ZeroMQ DEALER socket.
+* **gateway**: one task reads every RESULT from that socket, finds the session by the job
+  id's prefix, and queues the session's replies on the connection's writer.
+
+Each connection has its own writer task and queue, so a client that reads slowly delays
+only itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import itertools
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import websockets
+import zmq
+import zmq.asyncio
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from .config import Config
+from .core import wire
+from .core.segmenter import VadFn
+from .core.session import Session, State
+from .errors import ProtocolError
+
+log = logging.getLogger("pipeline.ingest")
+
+STREAM_PATH = "/v1/stream"
+#: Replies a client may leave unread before it is disconnected (it is not reading).
+MAX_OUTBOX = 5000
+
+
+class _Connection:
+    """A client connection: its session and its outgoing queue."""
+
+    def __init__(self, ws: ServerConnection, session: Session, level_interval_s: float) -> None:
+        self.ws = ws
+        self.session = session
+        self.outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self.level_interval_s = level_interval_s
+        self._last_level = 0.0
+        self.overflowed = False
+        self.writer: asyncio.Task[None] | None = None
+
+    def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "level":
+            now = time.monotonic()
+            if now - self._last_level < self.level_interval_s:
+                return  # at most ~10 level messages a second, however fast audio arrives
+            self._last_level = now
+        if self.outbox.qsize() >= MAX_OUTBOX:
+            self.overflowed = True
+            return
+        self.outbox.put_nowait(json.dumps(message))
+
+    async def write(self) -> None:
+        while (item := await self.outbox.get()) is not None:
+            await self.ws.send(item)
+
+
+class Ingest:
+    """The WebSocket server, with its gateway.
+
+    Args:
+        config: the pipeline config.
+        ctx: the ZeroMQ context (shared with the dispatcher for ``inproc``).
+        jobs_endpoint: the dispatcher's client endpoint.
+        vad_factory: makes a per-stream VAD function.
+        ready: returns how many workers are ready (for ``/readyz``).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        ctx: zmq.asyncio.Context,
+        jobs_endpoint: str,
+        vad_factory: Callable[[], VadFn],
+        ready: Callable[[], int],
+    ) -> None:
+        self.config = config
+        self.vad_factory = vad_factory
+        self.ready = ready
+        self.jobs = ctx.socket(zmq.DEALER)
+        self.jobs.linger = 0
+        self.jobs.sndhwm = self.jobs.rcvhwm = 10000
+        self.jobs.connect(jobs_endpoint)
+        self.connections: dict[str, _Connection] = {}
+        self._ids = itertools.count(1)
+        self._prefix = secrets.token_hex(3)
+        self.server: Server | None = None
+        self.accepting = True
+
+    async def start(self) -> Server:
+        cfg = self.config.server
+        self.server = await serve(
+            self._handle,
+            cfg.host,
+            cfg.port,
+            process_request=self._process_request,
+            max_size=cfg.max_message_bytes,
+            compression=None,  # PCM does not compress; deflate would only cost CPU
+        )
+        return self.server
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(next(iter(self.server.sockets)).getsockname()[1])
+
+    # -- HTTP side of the handshake -------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/healthz":
+            return connection.respond(http.HTTPStatus.OK, "ok\n")
+        if path == "/readyz":
+            n = self.ready()
+            if n > 0 and self.accepting:
+                return connection.respond(http.HTTPStatus.OK, f"ready: {n} worker(s)\n")
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "not ready: no worker is ready\n")
+        if path != STREAM_PATH:
+            return connection.respond(http.HTTPStatus.NOT_FOUND, f"unknown path {path}; the stream endpoint is {STREAM_PATH}\n")
+        if not self.accepting:
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "the server is shutting down\n")
+        if len(self.connections) >= self.config.server.max_sessions:
+            return connection.respond(
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                f"server busy: all {self.config.server.max_sessions} sessions are in use; try again later\n",
+            )
+        return None
+
+    # -- ingest ------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        session_id = f"{self._prefix}{next(self._ids)}"
+        conn = _Connection(ws, Session(session_id, self.config, self.vad_factory),
+                          self.config.server.level_interval_ms / 1000)
+        self.connections[session_id] = conn
+        conn.writer = asyncio.create_task(conn.write())
+        log.info("session %s opened from %s", session_id, ws.remote_address)
+        try:
+            async for frame in ws:
+                if isinstance(frame, str):
+                    conn.session.receive_text(frame)
+                else:
+                    conn.session.receive_bytes(frame)
+                await self._flush(conn)
+                if conn.overflowed:
+                    await ws.close(1008, "client is not reading its messages")
+                    break
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            del self.connections[session_id]
+            conn.session.close()
+            conn.writer.cancel()
+            log.info("session %s closed (%s outstanding)", session_id, conn.session.outstanding)
+
+    async def _flush(self, conn: _Connection) -> None:
+        for message in conn.session.messages_to_send():
+            conn.send(message)
+        for job in conn.session.jobs_to_send():
+            await self.jobs.send_multipart(wire.encode_job(job), copy=False)
+
+    # -- gateway -----------------------------------------------------------------------
+
+    async def gateway(self) -> None:
+        """Route every result from the dispatcher to its session, forever."""
+        while True:
+            frames = await self.jobs.recv_multipart()
+            try:
+                command, header, _ = wire.decode(frames)
+            except ProtocolError as exc:
+                log.warning("dropped a malformed result: %s", exc)
+                continue
+            job_id = str(header.get("job_id", ""))
+            conn = self.connections.get(job_id.split(":", 1)[0])
+            if command is not wire.Command.RESULT or conn is None:
+                continue  # the client left; its results have nowhere to go
+            conn.session.receive_result(header)
+            await self._flush(conn)
+
+    # -- shutdown ----------------------------------------------------------------------
+
+    async def drain(self, timeout_s: float) -> int:
+        """Stop accepting, flush every stream's finals, close clients with 1001.
+
+        Returns:
+            How many sessions still had outstanding finals at the deadline.
+        """
+        self.accepting = False
+        if self.server is not None:
+            self.server.close(close_connections=False)  # stop listening; keep the clients
+        for conn in list(self.connections.values()):
+            if conn.session.state is State.STREAMING:
+                conn.session.receive_text('{"action":"stop"}')
+                await self._flush(conn)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(c.session.outstanding for c in self.connections.values()):
+            await asyncio.sleep(0.05)
+        unfinished = sum(1 for c in self.connections.values() if c.session.outstanding)
+        conns = list(self.connections.values())
+        for conn in conns:
+            conn.outbox.put_nowait(None)  # the writer ends after what is already queued
+        writers = [c.writer for c in conns if c.writer is not None]
+        if writers:
+            await asyncio.wait(writers, timeout=2.0)
+        closes = [c.ws.close(1001, "server shutting down") for c in list(self.connections.values())]
+        await asyncio.gather(*closes, return_exceptions=True)
+        if self.server is not None:
+            await asyncio.wait_for(self.server.wait_closed(), timeout=5.0)
+        self.jobs.close(linger=0)
+        return unfinished

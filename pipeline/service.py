@@ -1,0 +1,106 @@
+"""``pipeline run``: the dispatcher, the worker pool and the ingest in one process tree.
+
+Startup: bind the dispatcher, spawn the workers, open the WebSocket server. Shutdown, on
+SIGINT or SIGTERM (whose handlers only set an event, as uvicorn's do), runs in order:
+stop accepting, flush the finals of audio already received, close clients with 1001,
+stop the workers, close the sockets. It exits 0 when all of that fit in the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+import zmq
+import zmq.asyncio
+
+from .config import Config
+from .dispatcher import Dispatcher
+from .ingest import STREAM_PATH, Ingest
+from .supervisor import Supervisor
+
+log = logging.getLogger("pipeline")
+
+JOBS_ENDPOINT = "inproc://jobs"
+
+
+def _vad_factory(config: Config):  # type: ignore[no-untyped-def]
+    from .vad import SileroStream, warm_up
+
+    warm_up()
+    return SileroStream
+
+
+def local_endpoint(bound: str) -> str:
+    """Where local workers should connect for a bound endpoint (``0.0.0.0`` is not an address)."""
+    return bound.replace("://0.0.0.0:", "://127.0.0.1:").replace("://*:", "://127.0.0.1:")
+
+
+async def serve(
+    config: Config,
+    stop: asyncio.Event | None = None,
+    announce: Callable[[str], None] = print,
+) -> int:
+    """Run the pipeline until ``stop`` is set (or a signal arrives). Returns an exit code."""
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not in the main thread
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+    ctx = zmq.asyncio.Context()
+    dispatcher = Dispatcher(ctx, config.dispatcher, JOBS_ENDPOINT)
+    count = config.workers.resolved_count()
+    supervisor = Supervisor(config, local_endpoint(dispatcher.worker_endpoint), count)
+    supervisor.start()
+    ingest = Ingest(config, ctx, JOBS_ENDPOINT, _vad_factory(config), lambda: dispatcher.ready_workers)
+    await ingest.start()
+    host = config.server.host
+    url = f"ws://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{ingest.port}{STREAM_PATH}"
+    announce(f"pipeline: listening on {url}")
+    announce(f"pipeline: workers connect to {dispatcher.worker_endpoint}; starting {count} local worker(s)")
+    tasks = [
+        asyncio.create_task(dispatcher.run(), name="dispatcher"),
+        asyncio.create_task(ingest.gateway(), name="gateway"),
+        asyncio.create_task(supervisor.watch(), name="supervisor"),
+    ]
+    started = time.monotonic()
+    announced_ready = False
+    code = 0
+    try:
+        while not stop.is_set():
+            if not announced_ready and dispatcher.ready_workers >= max(1, count):
+                announced_ready = True
+                announce(f"pipeline: ready, {dispatcher.ready_workers} worker(s) in {time.monotonic() - started:.1f} s")
+            failed = [t for t in tasks if t.done()]
+            if failed:
+                exc = failed[0].exception()
+                log.error("%s stopped unexpectedly: %r", failed[0].get_name(), exc)
+                code = 1
+                break
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.2)
+    finally:
+        announce("pipeline: shutting down")
+        unfinished = await ingest.drain(config.server.shutdown_timeout_s)
+        if unfinished:
+            log.warning("%d session(s) still had outstanding finals at the deadline", unfinished)
+            code = code or 1
+        await supervisor.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        dispatcher.close()
+        ctx.term()
+        announce(f"pipeline: stopped (jobs done: {dispatcher.jobs_done})")
+    return code
+
+
+def run(config: Config) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    return asyncio.run(serve(config, announce=lambda line: print(line, flush=True)))

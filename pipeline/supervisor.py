@@ -1,0 +1,113 @@
+"""Starts the local worker processes, restarts the ones that die, and stops them all.
+
+Workers are spawned (never forked: a forked copy of a process holding ZeroMQ contexts and
+an event loop is unsafe), as uvicorn's multiprocess supervisor does. A worker that exits
+on its own is replaced after a backoff that doubles with each quick death, so a worker
+that cannot start (a bad model path, say) does not spin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+
+from .config import Config
+
+log = logging.getLogger("pipeline.supervisor")
+
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 30.0
+#: A worker that lived this long is considered to have started fine.
+HEALTHY_AFTER_S = 60.0
+
+
+@dataclass
+class _Slot:
+    name: str
+    process: BaseProcess | None = None
+    started_at: float = 0.0
+    backoff_s: float = BACKOFF_MIN_S
+    restart_at: float = 0.0
+    restarts: int = 0
+
+
+class Supervisor:
+    """Keeps ``count`` worker processes alive.
+
+    Args:
+        config: the pipeline config, passed whole to each worker.
+        endpoint: the dispatcher's worker endpoint the workers connect to.
+        count: how many processes to keep.
+    """
+
+    def __init__(self, config: Config, endpoint: str, count: int) -> None:
+        self.config = config
+        self.endpoint = endpoint
+        self.ctx = multiprocessing.get_context("spawn")
+        self.slots = [_Slot(f"worker-{i}") for i in range(count)]
+        self._stopping = False
+
+    @property
+    def pids(self) -> list[int]:
+        return [s.process.pid for s in self.slots if s.process is not None and s.process.pid is not None]
+
+    def start(self) -> None:
+        for slot in self.slots:
+            self._spawn(slot)
+
+    def _spawn(self, slot: _Slot) -> None:
+        from workers.worker import main
+
+        slot.process = self.ctx.Process(
+            target=main, name=slot.name, args=(self.endpoint, self.config, slot.name, os.getpid()), daemon=False
+        )
+        slot.process.start()
+        slot.started_at = time.monotonic()
+        log.info("started %s (pid %s)", slot.name, slot.process.pid)
+
+    async def watch(self, interval_s: float = 0.2) -> None:
+        """Restart workers that exited, until :meth:`stop`."""
+        while not self._stopping:
+            now = time.monotonic()
+            for slot in self.slots:
+                proc = slot.process
+                if proc is not None and not proc.is_alive():
+                    proc.join(0)
+                    lived = now - slot.started_at
+                    slot.backoff_s = BACKOFF_MIN_S if lived > HEALTHY_AFTER_S else min(slot.backoff_s * 2, BACKOFF_MAX_S)
+                    slot.restart_at = now + slot.backoff_s
+                    log.warning("%s (pid %s) exited with code %s after %.1f s; restarting in %.1f s",
+                                slot.name, proc.pid, proc.exitcode, lived, slot.backoff_s)
+                    proc.close()
+                    slot.process = None
+                if slot.process is None and now >= slot.restart_at and not self._stopping:
+                    slot.restarts += 1
+                    self._spawn(slot)
+            await asyncio.sleep(interval_s)
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM every worker, wait up to ``timeout_s``, then SIGKILL what is left."""
+        self._stopping = True
+        procs = [s.process for s in self.slots if s.process is not None]
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        killed = 0
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+                killed += 1
+            proc.join(5)
+        if killed:
+            log.warning("killed %d worker(s) that did not stop within %.0f s", killed, timeout_s)
+        for slot in self.slots:
+            slot.process = None

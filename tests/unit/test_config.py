@@ -1,0 +1,63 @@
+"""Config loading: defaults, the shipped file, and errors that name the file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline import config
+from pipeline.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_default_toml_matches_dataclass_defaults():
+    assert config.load(ROOT / "configs" / "default.toml") == config.Config()
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[server]\nprot = 1\n")
+    with pytest.raises(ConfigError, match=r"c\.toml.*'prot'"):
+        config.load(p)
+
+
+def test_unknown_section(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[serverr]\n")
+    with pytest.raises(ConfigError, match=r"serverr"):
+        config.load(p)
+
+
+def test_wrong_type_and_bad_value(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[server]\nport = "80"\n')
+    with pytest.raises(ConfigError, match="port"):
+        config.load(p)
+    p.write_text("[segmenter]\nvad_threshold = 1.5\n")
+    with pytest.raises(ConfigError, match="vad_threshold"):
+        config.load(p)
+
+
+def test_missing_file_and_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load(tmp_path / "nope.toml")
+    p = tmp_path / "c.toml"
+    p.write_text("[server\n")
+    with pytest.raises(ConfigError, match="TOML"):
+        config.load(p)
+
+
+def test_int_accepted_for_float_and_override():
+    c = config.from_dict({"segmenter": {"partial_interval_s": 1}})
+    assert c.segmenter.partial_interval_s == 1.0
+    c2 = config.override(c, "server", port=9000, host=None)
+    assert c2.server.port == 9000 and c2.server.host == c.server.host
+    with pytest.raises(ConfigError):
+        config.override(c, "workers", cpu_threads=0)
+
+
+def test_worker_count_auto_is_cores():
+    assert config.WorkersConfig().resolved_count() >= 1
+    assert config.WorkersConfig(count=3).resolved_count() == 3

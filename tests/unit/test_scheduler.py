@@ -1,0 +1,111 @@
+"""The dispatcher's state machine: priorities, coalescing, LRU, liveness, retries."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.core.scheduler import Scheduler
+from pipeline.core.wire import Job, Priority
+
+AUDIO = np.zeros(16, dtype=np.float32)
+
+
+def job(job_id: str, priority: Priority = Priority.FINAL, key: str = "") -> Job:
+    return Job(job_id, priority, AUDIO, key=key)
+
+
+def test_finals_before_partials_before_batch():
+    s = Scheduler()
+    s.submit(b"c", job("b1", Priority.BATCH))
+    s.submit(b"c", job("p1", Priority.PARTIAL, key="u1"))
+    s.submit(b"c", job("f1", Priority.FINAL))
+    for w in (b"w1", b"w2", b"w3"):
+        s.worker_ready(w, 0.0)
+    assert [j.job_id for _, _, j in s.assignments()] == ["f1", "p1", "b1"]
+
+
+def test_least_recently_used_worker_first():
+    s = Scheduler()
+    s.worker_ready(b"w1", 0.0)
+    s.worker_ready(b"w2", 0.0)
+    s.submit(b"c", job("a"))
+    ((worker, client, j),) = s.assignments()
+    assert worker == b"w1" and client == b"c" and j.attempt == 1
+
+
+def test_newer_partial_replaces_queued_one_in_place():
+    s = Scheduler()
+    s.submit(b"c", job("p1", Priority.PARTIAL, key="u1"))
+    s.submit(b"c", job("p2", Priority.PARTIAL, key="u2"))
+    s.submit(b"c", job("p3", Priority.PARTIAL, key="u1"))
+    assert s.queued() == 2 and s.replaced == 1
+    s.worker_ready(b"w", 0.0)
+    ((_, _, j),) = s.assignments()
+    assert j.job_id == "p3"
+
+
+def test_final_drops_queued_partial_of_its_utterance():
+    s = Scheduler()
+    s.submit(b"c", job("p1", Priority.PARTIAL, key="u1"))
+    s.submit(b"c", job("f1", Priority.FINAL, key="u1"))
+    assert s.queued(Priority.PARTIAL) == 0 and s.queued(Priority.FINAL) == 1
+
+
+def test_result_routes_to_client_and_stale_results_are_dropped():
+    s = Scheduler()
+    s.worker_ready(b"w", 0.0)
+    s.submit(b"c", job("a"))
+    ((_, _, j),) = s.assignments()
+    assert s.result(b"w", "a", attempt=j.attempt + 5) is None
+    assert s.result(b"w", "a", attempt=j.attempt) == (b"c", j)
+    assert s.result(b"w", "a", attempt=j.attempt) is None  # only once
+
+
+def test_dead_worker_job_goes_to_another_worker_with_new_attempt():
+    s = Scheduler(heartbeat_interval_s=1.0, liveness=3)
+    s.worker_ready(b"w1", 0.0)
+    s.submit(b"c", job("a"))
+    s.assignments()
+    s.worker_ready(b"w2", 2.5)
+    assert s.expire(3.0) == [b"w1"]
+    ((worker, _, j),) = s.assignments()
+    assert worker == b"w2" and j.attempt == 2
+    assert s.result(b"w1", "a", 1) is None  # the late answer of the dead worker
+    assert s.result(b"w2", "a", 2) is not None
+
+
+def test_heard_worker_stays_alive():
+    s = Scheduler(heartbeat_interval_s=1.0, liveness=3)
+    s.worker_ready(b"w", 0.0)
+    assert s.worker_seen(b"w", 2.0)
+    assert s.expire(4.0) == []
+    assert s.expire(5.0) == [b"w"]
+    assert not s.worker_seen(b"w", 5.0)
+
+
+def test_job_fails_after_max_attempts():
+    s = Scheduler(max_attempts=2)
+    s.submit(b"c", job("a"))
+    for i in range(2):
+        s.worker_ready(b"w%d" % i, 0.0)
+        s.assignments()
+        s.worker_gone(b"w%d" % i)
+    (failure,) = s.take_failures()
+    assert failure.client == b"c" and failure.job.job_id == "a" and "2 attempts" in failure.reason
+    assert s.queued() == 0
+
+
+def test_queue_limit_refuses():
+    s = Scheduler(max_queued=2)
+    assert s.submit(b"c", job("a")) and s.submit(b"c", job("b"))
+    assert not s.submit(b"c", job("c"))
+
+
+def test_ready_while_holding_a_job_requeues_it():
+    s = Scheduler()
+    s.worker_ready(b"w", 0.0)
+    s.submit(b"c", job("a"))
+    s.assignments()
+    s.worker_ready(b"w", 0.1)  # restarted and forgot the job
+    ((_, _, j),) = s.assignments()
+    assert j.job_id == "a" and j.attempt == 2
