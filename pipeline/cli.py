@@ -100,7 +100,52 @@ def stream(file: str, url: str, speed: float, as_json: bool, words: bool, langua
     except Exception as exc:  # websockets' handshake and close errors
         click.echo(f"error: {url}: {exc}", err=True)
         sys.exit(EXIT_SERVER_ERROR)
+    if result.timed_out:
+        click.echo("error: the server did not finish the stream in time", err=True)
+        sys.exit(EXIT_SERVER_ERROR)
     if result.closed is not None:
         click.echo(f"error: the server closed the connection ({result.closed[0]} {result.closed[1]})", err=True)
         sys.exit(EXIT_SERVER_ERROR)
     sys.exit(EXIT_SERVER_ERROR if errors else EXIT_OK)
+
+
+@main.command()
+@click.option("--url", help="The server's stream endpoint (or use --spawn).")
+@click.option("--corpus", required=True, type=click.Path(exists=True),
+              help="Folder with streams.jsonl and/or clips.tsv, or of plain audio files.")
+@click.option("--clients", type=click.IntRange(min=1, max=1000), default=1, show_default=True,
+              help="Concurrent clients (the first step with --find-capacity).")
+@click.option("--speed", type=click.FloatRange(min=0.1, max=50.0), default=1.0, show_default=True,
+              help="Pace of each client, times real time.")
+@click.option("--duration", type=click.FloatRange(min=1.0, max=3600.0),
+              help="Seconds to run; clients loop over files. Without it each client streams one file.")
+@click.option("--stagger", type=click.FloatRange(min=0.0, max=60.0), default=0.5, show_default=True,
+              help="Seconds between client starts.")
+@click.option("--report", type=click.Path(dir_okay=False), help="Write the JSON report here (docs/loadtest.md).")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG of final latency over time here.")
+@click.option("--spawn", is_flag=True, help="Start a `pipeline run` for the test and stop it after.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="Config for --spawn.")
+@click.option("--server-pid", type=int, help="Pid of a running `pipeline run`, to sample its CPU and memory.")
+@click.option("--find-capacity", is_flag=True, help="Add clients step by step until the target is missed.")
+@click.option("--p95-final-ms", type=float, default=1000.0, show_default=True, help="Latency target for --find-capacity.")
+@click.option("--step", type=click.IntRange(min=1), default=2, show_default=True, help="Clients added per step.")
+@click.option("--max-clients", type=click.IntRange(min=1, max=1000), default=32, show_default=True)
+def loadtest(url: str | None, corpus: str, clients: int, speed: float, duration: float | None, stagger: float,
+             report: str | None, plot: str | None, spawn: bool, config_path: str | None, server_pid: int | None,
+             find_capacity: bool, p95_final_ms: float, step: int, max_clients: int) -> None:
+    """Stream a corpus with many clients; measure latency, losses, WER and server resources."""
+    from .loadtest import app
+
+    if not url and not spawn:
+        raise click.UsageError("give --url of a running pipeline, or --spawn")
+    if url and not url.startswith(("ws://", "wss://")):
+        raise click.UsageError("--url must be a ws:// or wss:// URL")
+    opts = app.Options(url=url, corpus=corpus, clients=clients, speed=speed, duration_s=duration, stagger_s=stagger,
+                       report=report, plot=plot, spawn=spawn, config=config_path, server_pid=server_pid,
+                       find_capacity=find_capacity, p95_final_ms=p95_final_ms, step=step, max_clients=max_clients)
+    try:
+        result = app.run(opts)
+    except PipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+    if "steps" not in result and (result["errors"] or result["utterances"]["lost"]):
+        sys.exit(EXIT_SERVER_ERROR)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from .config import SAMPLE_RATE
 from .errors import AudioError
@@ -47,6 +48,7 @@ class StreamResult:
     messages: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # (arrival, message)
     sent: list[tuple[float, int]] = field(default_factory=list)  # (send time, samples sent so far)
     stopped: bool = False
+    timed_out: bool = False  # no ``stopped`` within the timeout
     closed: tuple[int | None, str] | None = None  # (code, reason) if the server closed early
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
@@ -60,6 +62,92 @@ class StreamResult:
         return self.sent[-1][0] if self.sent else 0.0
 
 
+class StreamClient:
+    """One connection to ``/v1/stream`` that can stream several files, one after another.
+
+    Use as ``async with StreamClient(url) as client: result = await client.send(audio)``.
+    """
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None, open_timeout_s: float = 30.0) -> None:
+        self.url = url
+        self.headers = headers
+        self.open_timeout_s = open_timeout_s
+        self.ws: Any = None
+        self._inbox: asyncio.Queue[tuple[float, dict[str, Any]] | None] = asyncio.Queue()
+        self._receiver: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> StreamClient:
+        self.ws = await connect(self.url, max_size=None, compression=None, additional_headers=self.headers,
+                                open_timeout=self.open_timeout_s)
+        self._receiver = asyncio.create_task(self._receive())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._receiver is not None:
+            self._receiver.cancel()
+        await self.ws.close()
+
+    async def _receive(self) -> None:
+        try:
+            async for raw in self.ws:
+                self._inbox.put_nowait((time.monotonic(), json.loads(raw)))
+        finally:
+            self._inbox.put_nowait(None)  # the connection is gone
+
+    async def send(
+        self,
+        audio: np.ndarray,
+        speed: float = 1.0,
+        frame_ms: int = 100,
+        start: dict[str, Any] | None = None,
+        on_message: Callable[[dict[str, Any]], None] | None = None,
+        timeout_s: float = 120.0,
+    ) -> StreamResult:
+        """Stream ``audio`` (16 kHz float32) as one stream: start, frames, stop, until ``stopped``."""
+        result = StreamResult()
+        pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        frame = SAMPLE_RATE * frame_ms // 1000 * 2
+        done = asyncio.Event()
+
+        async def collect() -> None:
+            while (item := await self._inbox.get()) is not None:
+                result.messages.append(item)
+                if on_message is not None:
+                    on_message(item[1])
+                if item[1] == {"type": "status", "message": "stopped"}:
+                    result.stopped = True
+                    done.set()
+                    return
+            result.closed = (self.ws.close_code, self.ws.close_reason or "")
+            self._inbox.put_nowait(None)  # keep telling later calls the connection is gone
+            done.set()
+
+        collector = asyncio.create_task(collect())
+        try:
+            await self.ws.send(json.dumps({"action": "start", "sample_rate": SAMPLE_RATE, "format": "pcm_s16le",
+                                           **(start or {})}))
+            t0 = time.monotonic()
+            for i, offset in enumerate(range(0, len(pcm), frame)):
+                if done.is_set():
+                    break
+                delay = t0 + i * frame_ms / 1000 / speed - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                chunk = pcm[offset : offset + frame]
+                await self.ws.send(chunk)
+                result.sent.append((time.monotonic(), offset // 2 + len(chunk) // 2))
+            if not done.is_set():
+                await self.ws.send(json.dumps({"action": "stop"}))
+            await asyncio.wait_for(done.wait(), timeout=timeout_s)
+        except ConnectionClosed:
+            await asyncio.wait_for(done.wait(), timeout=5)
+        except asyncio.TimeoutError:
+            result.timed_out = True
+        finally:
+            collector.cancel()
+        return result
+
+
 async def stream(
     url: str,
     audio: np.ndarray,
@@ -70,46 +158,6 @@ async def stream(
     timeout_s: float = 120.0,
     headers: dict[str, str] | None = None,
 ) -> StreamResult:
-    """Stream ``audio`` (16 kHz float32) to ``url`` and collect the replies until ``stopped``."""
-    result = StreamResult()
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-    frame = SAMPLE_RATE * frame_ms // 1000 * 2
-    async with connect(url, max_size=None, compression=None, additional_headers=headers, open_timeout=30) as ws:
-        stopped = asyncio.Event()
-
-        async def receive() -> None:
-            try:
-                async for raw in ws:
-                    message = json.loads(raw)
-                    result.messages.append((time.monotonic(), message))
-                    if on_message is not None:
-                        on_message(message)
-                    if message == {"type": "status", "message": "stopped"}:
-                        result.stopped = True
-                        stopped.set()
-                        return
-            finally:
-                if ws.close_code is not None and not result.stopped:
-                    result.closed = (ws.close_code, ws.close_reason or "")
-                stopped.set()
-
-        receiver = asyncio.create_task(receive())
-        await ws.send(json.dumps({"action": "start", "sample_rate": SAMPLE_RATE, "format": "pcm_s16le", **(start or {})}))
-        t0 = time.monotonic()
-        for i, offset in enumerate(range(0, len(pcm), frame)):
-            if stopped.is_set():
-                break
-            due = t0 + i * frame_ms / 1000 / speed
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            chunk = pcm[offset : offset + frame]
-            await ws.send(chunk)
-            result.sent.append((time.monotonic(), offset // 2 + len(chunk) // 2))
-        if not stopped.is_set():
-            await ws.send(json.dumps({"action": "stop"}))
-        try:
-            await asyncio.wait_for(stopped.wait(), timeout=timeout_s)
-        finally:
-            receiver.cancel()
-    return result
+    """Stream ``audio`` (16 kHz float32) to ``url`` on a new connection and collect the replies."""
+    async with StreamClient(url, headers) as client:
+        return await client.send(audio, speed, frame_ms, start, on_message, timeout_s)

@@ -55,7 +55,8 @@ class WorkersConfig:
     compute_type: str = "int8"
     beam_size: int = 5
     partial_beam_size: int = 1
-    prompt_chars: int = 200
+    context_utterances: int = 2
+    context_max_s: float = 15.0
     fake_delay_ms: int = 50
 
     def resolved_count(self) -> int:
@@ -161,6 +162,8 @@ def validate(config: Config, source: str = "<config>") -> None:
         raise ConfigError(f"{source} [workers]: count must be \"auto\" or a whole number >= 0, not {w.count!r}")
     if w.cpu_threads < 1:
         raise ConfigError(f"{source} [workers]: cpu_threads must be >= 1")
+    if w.context_utterances < 0 or not 0.0 <= w.context_max_s <= 25.0:
+        raise ConfigError(f"{source} [workers]: context_utterances must be >= 0 and context_max_s 0..25")
     if w.beam_size < 1 or w.partial_beam_size < 1:
         raise ConfigError(f"{source} [workers]: beam sizes must be >= 1")
     s = config.segmenter

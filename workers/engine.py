@@ -65,6 +65,29 @@ class WhisperEngine:
         )
 
     def transcribe(self, audio: np.ndarray, options: dict[str, Any]) -> dict[str, Any]:
+        """Decode one job.
+
+        With a ``prefix`` (the known text of earlier utterances) and ``context_s`` (how much
+        of ``audio`` they take), the decoder is forced to start with the prefix, so it hears
+        the new utterance in context; the prefix is cut from what is returned, and times
+        are made relative to the new utterance.
+        """
+        prefix = str(options.get("prefix") or "").strip()
+        context_s = float(options.get("context_s") or 0.0) if prefix else 0.0
+        result = self._decode(audio, options, prefix)
+        if prefix:
+            text = _strip_prefix(result["text"], prefix)
+            if text is None:
+                # The decoder strayed from the forced prefix: decode the utterance alone.
+                result = self._decode(audio[int(context_s * SAMPLE_RATE):], options, "")
+            else:
+                result["text"] = text
+                result["segments"] = _shift(result["segments"], context_s)
+                if "words" in result:
+                    result["words"] = _shift(result["words"], context_s)
+        return result
+
+    def _decode(self, audio: np.ndarray, options: dict[str, Any], prefix: str) -> dict[str, Any]:
         words_wanted = bool(options.get("word_timestamps"))
         language = options.get("language") or None
         if not self.model.model.is_multilingual:
@@ -78,6 +101,7 @@ class WhisperEngine:
             without_timestamps=not words_wanted,
             word_timestamps=words_wanted,
             initial_prompt=options.get("prompt") or None,
+            prefix=prefix or None,
         )
         texts: list[str] = []
         words: list[dict[str, Any]] = []
@@ -92,6 +116,24 @@ class WhisperEngine:
         if words_wanted:
             result["words"] = words
         return result
+
+
+def _strip_prefix(text: str, prefix: str) -> str | None:
+    """``text`` without the forced ``prefix`` it starts with; None if it does not."""
+    text, prefix = " ".join(text.split()), " ".join(prefix.split())
+    if text.startswith(prefix):
+        return text[len(prefix):].strip()
+    return None
+
+
+def _shift(items: list[dict[str, Any]], by_s: float) -> list[dict[str, Any]]:
+    """Drop what lies in the context audio and make times relative to the utterance."""
+    out = []
+    for item in items:
+        if item["end"] <= by_s + 0.02:
+            continue
+        out.append({**item, "start": round(max(item["start"] - by_s, 0.0), 3), "end": round(item["end"] - by_s, 3)})
+    return out
 
 
 class FakeEngine:
@@ -110,7 +152,7 @@ class FakeEngine:
         time.sleep(self.delay_s + float(options.get("delay_ms", 0)) / 1000)
         if options.get("fail"):
             raise RuntimeError("scripted failure")
-        duration = len(audio) / SAMPLE_RATE
+        duration = len(audio) / SAMPLE_RATE - float(options.get("context_s") or 0.0)
         text = f"speech of {duration:.2f} seconds"
         result: dict[str, Any] = {"text": text, "segments": [{"start": 0.0, "end": round(duration, 3), "text": text}]}
         if options.get("word_timestamps"):

@@ -19,6 +19,7 @@ then every ``partial_interval_s``. All times are sample counts; no clock is read
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -83,9 +84,20 @@ class Segmenter:
             one speech probability per window (see :class:`pipeline.vad.SileroStream`).
         partials: whether to ask for partials at all.
         first_utterance_id: id given to the first utterance (ids are contiguous).
+        retain_utterances: keep the audio of this many finished utterances (and the
+            silence between them) for :meth:`audio`, as context for the next ones.
+        retain_s: but never more than this many seconds of it.
     """
 
-    def __init__(self, config: SegmenterConfig, vad: VadFn, partials: bool = True, first_utterance_id: int = 0) -> None:
+    def __init__(
+        self,
+        config: SegmenterConfig,
+        vad: VadFn,
+        partials: bool = True,
+        first_utterance_id: int = 0,
+        retain_utterances: int = 0,
+        retain_s: float = 0.0,
+    ) -> None:
         ms = SAMPLE_RATE // 1000
         self.cfg = config
         self.vad = vad
@@ -109,6 +121,9 @@ class Segmenter:
         self._next_partial = 0
         self._last_end = 0
         self._history: list[tuple[int, float]] = []  # (window start, probability) of the open utterance
+        self.retain_s = retain_s
+        self.finished: collections.deque[tuple[int, int, int]] = collections.deque(maxlen=retain_utterances + 1)
+        self._retain_utterances = retain_utterances
 
     @property
     def total(self) -> int:
@@ -127,8 +142,15 @@ class Segmenter:
         for i, p in enumerate(np.asarray(probs, dtype=np.float32).ravel()):
             cuts.extend(self._step(self._scored + i * WINDOW, float(p)))
         self._scored += whole
-        self.buffer.trim(self._utt_start if self.in_speech else self._scored - self.pad)
+        keep = self._utt_start if self.in_speech else self._scored - self.pad
+        if self._retain_utterances and self.finished:
+            keep = max(min(keep, self.finished[0][1]), keep - int(self.retain_s * SAMPLE_RATE))
+        self.buffer.trim(keep)
         return cuts
+
+    def audio(self, start: int, end: int) -> np.ndarray:
+        """Samples [start, end) of the stream, as far as they are still kept."""
+        return self.buffer.slice(start, end)
 
     def flush(self) -> list[Cut]:
         """End of stream: the open utterance, if any, is finalised with all audio so far."""
@@ -188,6 +210,7 @@ class Segmenter:
 
     def _final(self, end: int) -> Cut:
         cut = self._cut("final", self._utt_start, end)
+        self.finished.append((cut.utterance_id, cut.start, cut.end))
         self._last_end = end
         self._utt_id = None
         return cut

@@ -58,7 +58,8 @@ class Session:
         self._spans: dict[int, tuple[int, int]] = {}  # utterance -> (start, end) samples, until final
         self._partial_seq: dict[int, int] = {}  # utterance -> newest partial sequence sent
         self._job_seq = 0
-        self._context = ""  # text of this stream's finals so far, for prompting
+        self._texts: dict[int, str] = {}  # recent utterances' final text, for context
+        self._partial_ends: dict[int, dict[int, int]] = {}  # utterance -> {job seq: end sample}
         self._level_due = 0
         self._level_every = config.server.level_interval_ms * SAMPLE_RATE // 1000
         self.audio_samples = 0  # 16 kHz samples received in this stream
@@ -131,11 +132,13 @@ class Session:
             return
         self.start = start
         self.decoder = PcmDecoder(start.format, start.sample_rate)
+        workers = self.config.workers
         self.segmenter = Segmenter(
-            self.config.segmenter, self.vad_factory(), partials=start.partials, first_utterance_id=self._next_utterance
+            self.config.segmenter, self.vad_factory(), partials=start.partials, first_utterance_id=self._next_utterance,
+            retain_utterances=workers.context_utterances, retain_s=workers.context_max_s,
         )
         self.audio_samples = 0
-        self._context = ""
+        self._texts.clear()
         self._level_due = self._level_every
         self.state = State.STREAMING
         self._messages.append(protocol.status("ready"))
@@ -162,26 +165,49 @@ class Session:
         assert self.start is not None and self.segmenter is not None
         self._next_utterance = self.segmenter.next_id
         workers = self.config.workers
-        prompt = _tail(self._context, workers.prompt_chars)
         for cut in cuts:
             self._spans[cut.utterance_id] = (cut.start, cut.end)
             final = cut.kind == "final"
             self._job_seq += 1
-            suffix = "f" if final else f"p{self._job_seq}"
+            if not final:
+                self._partial_ends.setdefault(cut.utterance_id, {})[self._job_seq] = cut.end
+            context_start, prefix = self._context(cut)
             self._jobs.append(
                 Job(
-                    job_id=f"{self.id}:{cut.utterance_id}:{suffix}",
+                    job_id=f"{self.id}:{cut.utterance_id}:{'f' if final else f'p{self._job_seq}'}",
                     priority=Priority.FINAL if final else Priority.PARTIAL,
-                    audio=cut.audio,
+                    audio=self.segmenter.audio(context_start, cut.end) if prefix else cut.audio,
                     options={
                         "language": self.start.language,
                         "beam_size": workers.beam_size if final else workers.partial_beam_size,
                         "word_timestamps": final and self.start.words,
-                        "prompt": prompt,
+                        "prefix": prefix,
+                        "context_s": round((cut.start - context_start) / SAMPLE_RATE, 4) if prefix else 0.0,
                     },
                     key=f"{self.id}:{cut.utterance_id}",
                 )
             )
+
+    def _context(self, cut: Cut) -> tuple[int, str]:
+        """The earlier utterances to decode this one with: (audio start, their text).
+
+        Only an unbroken run of the utterances just before this one, whose finals are
+        known and not empty, within ``context_max_s`` and with the whole under 29 s.
+        """
+        assert self.segmenter is not None
+        workers = self.config.workers
+        start, texts = cut.start, []
+        want = cut.utterance_id - 1
+        earlier = [f for f in self.segmenter.finished if f[0] < cut.utterance_id]
+        for uid, u_start, _ in reversed(earlier[-workers.context_utterances:] if workers.context_utterances else []):
+            text = self._texts.get(uid, "")
+            if (uid != want or not text or u_start < self.segmenter.buffer.start
+                    or cut.start - u_start > workers.context_max_s * SAMPLE_RATE
+                    or cut.end - u_start > 29 * SAMPLE_RATE):
+                break
+            start, want = u_start, want - 1
+            texts.insert(0, text)
+        return start, " ".join(texts)
 
     def _on_partial(self, utterance: int, seq: int, header: dict[str, Any]) -> None:
         span = self._spans.get(utterance)
@@ -191,8 +217,7 @@ class Session:
             return  # a lost partial is harmless; the final will come
         self._partial_seq[utterance] = seq
         start, _ = span
-        # A partial's end is where its audio stopped: the job's own length.
-        end = start + int(round(float(header.get("duration_s", 0.0)) * SAMPLE_RATE))
+        end = self._partial_ends.get(utterance, {}).pop(seq, start)
         self._messages.append(
             protocol.transcript("partial", utterance, str(header.get("text", "")), start / SAMPLE_RATE, end / SAMPLE_RATE)
         )
@@ -217,10 +242,12 @@ class Session:
         )
         while self._next_final in self._finals:
             message = self._finals.pop(self._next_final)
-            self._context = f"{self._context} {message['text']}".strip()[-4096:]
             self._messages.append(message)
+            self._texts[self._next_final] = message["text"]
+            self._texts.pop(self._next_final - 8, None)
             self._spans.pop(self._next_final, None)
             self._partial_seq.pop(self._next_final, None)
+            self._partial_ends.pop(self._next_final, None)
             self._next_final += 1
         self._maybe_stopped()
 
@@ -232,12 +259,3 @@ class Session:
     def _error(self, code: str, message: str) -> None:
         self._messages.append(protocol.error(code, message))
 
-
-def _tail(text: str, chars: int) -> str:
-    """The last ``chars`` characters of ``text``, starting at a word boundary."""
-    if chars <= 0 or not text:
-        return ""
-    if len(text) <= chars:
-        return text
-    tail = text[-chars:]
-    return tail.split(" ", 1)[1] if " " in tail else tail

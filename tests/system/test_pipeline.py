@@ -125,3 +125,21 @@ def test_sigterm_exits_cleanly_without_orphans(tmp_path):
     code = p.stop(signal.SIGTERM)
     assert code == 0, p.logs()
     assert not [pid for pid in p.children if running(pid)]
+
+
+def test_loadtest_spawned_with_the_real_model(tmp_path):
+    report, plot = tmp_path / "report.json", tmp_path / "latency.png"
+    out = subprocess.run(
+        [*PIPELINE, "loadtest", "--spawn", "--corpus", str(STREAMS.parent), "--clients", "2", "--speed", "2",
+         "--report", str(report), "--plot", str(plot)],
+        capture_output=True, text=True, timeout=timeout(300),
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    r = json.loads(report.read_text())
+    assert r["clients"] == 2 and r["utterances"]["expected"] == 14
+    assert r["utterances"]["lost"] == 0 and r["errors"] == 0
+    assert 0 < r["latency_ms"]["final"]["p50"] < 10_000
+    assert r["wer"] is not None and r["wer"] < 0.3
+    assert r["cpu_percent"]["ingest"]["mean"] >= 0 and len(r["rss_mb"]) >= 3  # ingest and both workers
+    assert plot.stat().st_size > 10_000
+    assert "final latency" in out.stdout and "pipeline stopped (exit code 0)" in out.stdout

@@ -105,3 +105,15 @@ def test_buffer_stays_bounded_in_silence():
     for _ in range(100):
         seg.feed(silence(1.0))
     assert seg.buffer.end - seg.buffer.start < SR
+
+
+def test_retains_recent_utterances_for_context_but_bounded():
+    seg = Segmenter(SegmenterConfig(), EnergyVad(), retain_utterances=2, retain_s=5.0)
+    piece = speech_like([("speech", 1.0), ("silence", 1.0)])
+    cuts = []
+    for _ in range(6):
+        cuts += [c for c in seg.feed(piece) if c.kind == "final"]
+    # the last two finished utterances are still there
+    assert seg.buffer.start <= cuts[-2].start
+    np.testing.assert_array_equal(seg.audio(cuts[-2].start, cuts[-2].end), cuts[-2].audio)
+    assert seg.buffer.end - seg.buffer.start <= 5.0 * SR + SR

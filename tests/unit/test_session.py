@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import Config, SegmenterConfig
+from pipeline.config import Config, SegmenterConfig, WorkersConfig
 from pipeline.core.session import Session, State
 from pipeline.core.wire import Priority
 from tests.helpers import EnergyVad, pcm16, speech_like
@@ -202,13 +202,56 @@ def test_random_message_order_never_raises(messages):
         assert m["type"] in {"status", "level", "partial", "final", "error", "pong"}
 
 
-def test_jobs_are_prompted_with_earlier_finals():
+def finals_of(jobs):
+    return [j for j in jobs if j.priority == Priority.FINAL]
+
+
+def test_jobs_carry_earlier_utterances_as_context():
     s = make()
     s.receive_text(START)
-    feed_audio(s, speech_like([("speech", 1.0), ("silence", 1.0)]))
-    (first,) = [j for j in s.jobs_to_send() if j.priority == Priority.FINAL]
-    assert first.options["prompt"] == ""
+    piece = speech_like([("silence", 0.5), ("speech", 1.0), ("silence", 1.0)])
+    piece[8000:24000] += np.linspace(0, 0.05, 16000, dtype=np.float32)  # not periodic: slices are checkable
+    feed_audio(s, piece)
+    (first,) = finals_of(s.jobs_to_send())
+    assert first.options["prefix"] == "" and first.options["context_s"] == 0.0
     s.receive_result({"job_id": first.job_id, "text": "The fish twisted."})
-    feed_audio(s, speech_like([("speech", 1.0), ("silence", 1.0)]))
+    feed_audio(s, piece)
     jobs = s.jobs_to_send()
-    assert jobs and all(j.options["prompt"] == "The fish twisted." for j in jobs)
+    (second,) = finals_of(jobs)
+    assert all(j.options["prefix"] == "The fish twisted." for j in jobs)
+    # the audio runs from the first utterance's start; context_s marks where the new one starts
+    offset = int(round(second.options["context_s"] * 16000))
+    assert len(second.audio) == offset + (len(first.audio))
+    np.testing.assert_allclose(second.audio[:len(first.audio)], first.audio, atol=1e-4)
+    s.receive_result({"job_id": second.job_id, "text": "It turned."})
+    feed_audio(s, piece)
+    (third,) = finals_of(s.jobs_to_send())
+    assert third.options["prefix"] == "The fish twisted. It turned."
+
+
+def test_no_context_while_the_previous_final_is_unknown_or_empty():
+    s = make()
+    s.receive_text(START)
+    piece = speech_like([("silence", 0.5), ("speech", 1.0), ("silence", 1.0)])
+    feed_audio(s, piece)
+    (first,) = finals_of(s.jobs_to_send())
+    feed_audio(s, piece)  # the first final has not come back yet
+    (second,) = finals_of(s.jobs_to_send())
+    assert second.options["prefix"] == "" and len(second.audio) == len(first.audio)
+    s.receive_result({"job_id": first.job_id, "text": ""})
+    s.receive_result({"job_id": second.job_id, "text": "Hello."})
+    feed_audio(s, piece)
+    (third,) = finals_of(s.jobs_to_send())
+    assert third.options["prefix"] == "Hello."  # the empty one before it is not used
+
+
+def test_context_is_off_when_configured():
+    s = Session("s1", Config(workers=WorkersConfig(context_utterances=0)), EnergyVad)
+    s.receive_text(START)
+    piece = speech_like([("speech", 1.0), ("silence", 1.0)])
+    feed_audio(s, piece)
+    (first,) = finals_of(s.jobs_to_send())
+    s.receive_result({"job_id": first.job_id, "text": "Hi."})
+    feed_audio(s, piece)
+    (second,) = finals_of(s.jobs_to_send())
+    assert second.options["prefix"] == ""

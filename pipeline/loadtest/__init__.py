@@ -1,0 +1,1 @@
+"""``pipeline loadtest``: streams a corpus with many clients and measures what users feel."""
