@@ -38,6 +38,7 @@ async def run_clients(
     duration_s: float | None = None,
     stagger_s: float = 0.5,
     on_message: Callable[[int, dict[str, Any]], None] | None = None,
+    start: dict[str, Any] | None = None,
 ) -> list[Pass]:
     """Run the clients; returns every stream pass they made."""
     passes: list[Pass] = []
@@ -61,7 +62,7 @@ async def run_clients(
                     p = Pass(n, item)
                     passes.append(p)
                     result = await conn.send(
-                        samples, speed=speed,
+                        samples, speed=speed, start=start,
                         on_message=(lambda m: on_message(n, m)) if on_message is not None else None,
                         timeout_s=len(samples) / SAMPLE_RATE / speed + STREAM_GRACE_S,
                     )
