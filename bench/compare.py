@@ -92,9 +92,9 @@ def processes(paths: list[str]) -> tuple[list[str], float]:
         return texts, time.monotonic() - t0
 
 
-def through_pipeline(items, audio, speed: float) -> tuple[list[str], float]:
+def through_pipeline(items, audio, speed: float, config: str | None) -> tuple[list[str], float]:
     log = Path(tempfile.mkstemp(prefix="bench-pipeline-", suffix=".log")[1])
-    spawned = SpawnedPipeline(None, log)
+    spawned = SpawnedPipeline(config, log)
     try:
         t0 = time.monotonic()
         passes = asyncio.run(run_clients(spawned.url, items, audio, clients=len(items), speed=speed, stagger_s=0.0,
@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("--only", choices=["streams", "clips"], default="streams", help="which index of the corpus to use")
     ap.add_argument("--speed", type=float, default=100.0, help="pace of each pipeline client, times real time")
     ap.add_argument("--configs", default="sequential,batched,processes,pipeline")
+    ap.add_argument("--config", help="config file for the spawned pipeline")
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args()
     index = Path(args.corpus) / ("streams.jsonl" if args.only == "streams" else "clips.tsv")
@@ -126,7 +127,7 @@ def main() -> None:
     results = {}
     for name in args.configs.split(","):
         if name == "pipeline":
-            texts, wall = through_pipeline(items, audio, args.speed)
+            texts, wall = through_pipeline(items, audio, args.speed, args.config)
         else:
             texts, wall = {"sequential": sequential, "batched": batched, "processes": processes}[name](paths)
         wer = word_error_rate([(i.text or "", t) for i, t in zip(items, texts)])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,17 @@ from . import protocol
 from .audio import PcmDecoder, level
 from .segmenter import Cut, Segmenter, VadFn
 from .wire import Job, Priority
+
+
+@dataclass
+class _Held:
+    """A cut with the audio of the utterances that may serve as its context."""
+
+    cut: Cut
+    seq: int
+    start: int  # stream sample where ``audio`` starts
+    audio: np.ndarray
+    earlier: list[tuple[int, int]]  # (utterance id, start sample) of candidate context, oldest first
 
 
 class State(enum.Enum):
@@ -60,6 +72,7 @@ class Session:
         self._job_seq = 0
         self._texts: dict[int, str] = {}  # recent utterances' final text, for context
         self._partial_ends: dict[int, dict[int, int]] = {}  # utterance -> {job seq: end sample}
+        self._held: dict[int, _Held] = {}  # finals waiting for the text of the one before
         self._level_due = 0
         self._level_every = config.server.level_interval_ms * SAMPLE_RATE // 1000
         self.audio_samples = 0  # 16 kHz samples received in this stream
@@ -106,6 +119,7 @@ class Session:
 
     def close(self) -> None:
         """The connection is gone: forget everything outstanding."""
+        self._held.clear()
         self._jobs.clear()
         self._messages.clear()
 
@@ -162,52 +176,69 @@ class Session:
         self._submit(self.segmenter.feed(samples))
 
     def _submit(self, cuts: list[Cut]) -> None:
-        assert self.start is not None and self.segmenter is not None
+        assert self.segmenter is not None
         self._next_utterance = self.segmenter.next_id
-        workers = self.config.workers
         for cut in cuts:
             self._spans[cut.utterance_id] = (cut.start, cut.end)
-            final = cut.kind == "final"
             self._job_seq += 1
-            if not final:
+            if cut.kind == "partial":
                 self._partial_ends.setdefault(cut.utterance_id, {})[self._job_seq] = cut.end
-            context_start, prefix = self._context(cut)
-            self._jobs.append(
-                Job(
-                    job_id=f"{self.id}:{cut.utterance_id}:{'f' if final else f'p{self._job_seq}'}",
-                    priority=Priority.FINAL if final else Priority.PARTIAL,
-                    audio=self.segmenter.audio(context_start, cut.end) if prefix else cut.audio,
-                    options={
-                        "language": self.start.language,
-                        "beam_size": workers.beam_size if final else workers.partial_beam_size,
-                        "word_timestamps": final and self.start.words,
-                        "prefix": prefix,
-                        "context_s": round((cut.start - context_start) / SAMPLE_RATE, 4) if prefix else 0.0,
-                    },
-                    key=f"{self.id}:{cut.utterance_id}",
-                )
-            )
+            held = _Held(cut, self._job_seq, *self._context_audio(cut))
+            if cut.kind == "final" and self.config.workers.context_utterances and (cut.utterance_id - 1) in self._spans:
+                # The final before this one is still being decoded: wait for its text, so that
+                # this final is decoded in context whatever the pace (it could not be sent
+                # to the client before that one anyway). Partials never wait.
+                self._held[cut.utterance_id] = held
+            else:
+                self._jobs.append(self._job(held))
 
-    def _context(self, cut: Cut) -> tuple[int, str]:
-        """The earlier utterances to decode this one with: (audio start, their text).
+    def _context_audio(self, cut: Cut) -> tuple[int, np.ndarray, list[tuple[int, int]]]:
+        """Audio from the earliest utterance that may serve as context, and those utterances.
 
-        Only an unbroken run of the utterances just before this one, whose finals are
-        known and not empty, within ``context_max_s`` and with the whole under 29 s.
+        Taken now, while the segmenter still holds it; which of them are used is decided
+        when the job is made, from the texts known then.
         """
         assert self.segmenter is not None
         workers = self.config.workers
-        start, texts = cut.start, []
-        want = cut.utterance_id - 1
-        earlier = [f for f in self.segmenter.finished if f[0] < cut.utterance_id]
-        for uid, u_start, _ in reversed(earlier[-workers.context_utterances:] if workers.context_utterances else []):
+        earlier = [(uid, start) for uid, start, _ in self.segmenter.finished if uid < cut.utterance_id]
+        earlier = [(uid, start) for uid, start in earlier[-workers.context_utterances:] if workers.context_utterances
+                   and start >= self.segmenter.buffer.start
+                   and cut.start - start <= workers.context_max_s * SAMPLE_RATE
+                   and cut.end - start <= 29 * SAMPLE_RATE]
+        if not earlier:
+            return cut.start, cut.audio, []
+        start = earlier[0][1]
+        return start, self.segmenter.audio(start, cut.end), earlier
+
+    def _job(self, held: _Held) -> Job:
+        """The job for a cut, in the context of the earlier utterances whose text is known.
+
+        Context is an unbroken run of the utterances just before this one, with known,
+        non-empty finals.
+        """
+        assert self.start is not None
+        cut, workers = held.cut, self.config.workers
+        final = cut.kind == "final"
+        start, texts, want = cut.start, [], cut.utterance_id - 1
+        for uid, u_start in reversed(held.earlier):
             text = self._texts.get(uid, "")
-            if (uid != want or not text or u_start < self.segmenter.buffer.start
-                    or cut.start - u_start > workers.context_max_s * SAMPLE_RATE
-                    or cut.end - u_start > 29 * SAMPLE_RATE):
+            if uid != want or not text:
                 break
             start, want = u_start, want - 1
             texts.insert(0, text)
-        return start, " ".join(texts)
+        return Job(
+            job_id=f"{self.id}:{cut.utterance_id}:{'f' if final else f'p{held.seq}'}",
+            priority=Priority.FINAL if final else Priority.PARTIAL,
+            audio=held.audio[start - held.start :],
+            options={
+                "language": self.start.language,
+                "beam_size": workers.beam_size if final else workers.partial_beam_size,
+                "word_timestamps": final and self.start.words,
+                "prefix": " ".join(texts),
+                "context_s": round((cut.start - start) / SAMPLE_RATE, 4),
+            },
+            key=f"{self.id}:{cut.utterance_id}",
+        )
 
     def _on_partial(self, utterance: int, seq: int, header: dict[str, Any]) -> None:
         span = self._spans.get(utterance)
@@ -249,6 +280,8 @@ class Session:
             self._partial_seq.pop(self._next_final, None)
             self._partial_ends.pop(self._next_final, None)
             self._next_final += 1
+            if (held := self._held.pop(self._next_final, None)) is not None:
+                self._jobs.append(self._job(held))
         self._maybe_stopped()
 
     def _maybe_stopped(self) -> None:

@@ -78,13 +78,13 @@ def judge(p: Pass) -> tuple[list[UtteranceOutcome], list[float]]:
     outcomes = []
     for u in p.item.utterances:
         end_sample = int(round(u.end_s * SAMPLE_RATE))
-        if not p.sent or p.sent[-1][1] < min(end_sample, _total(p)):
-            continue  # the run ended before this utterance was sent
+        if end_sample > _total(p):
+            continue  # the run ended before this utterance was wholly sent
         over = [(t, m) for t, m in finals if m["start"] < u.end_s and m["end"] > u.start_s]
         outcome = UtteranceOutcome(p.client, u, len(over))
         if over:
             t, m = over[0]
-            last_sent = p.sent_at(min(end_sample, _total(p)))
+            last_sent = p.sent_at(end_sample)
             first_sent = p.sent_at(int(u.start_s * SAMPLE_RATE))
             outcome.final_at = t
             if last_sent is not None:
@@ -105,15 +105,16 @@ def transcripts(p: Pass) -> tuple[str, str] | None:
     if p.item.text is None or not p.sent:
         return None
     sent_s = p.sent_s
-    refs = [u.text for u in p.item.utterances if u.end_s <= sent_s + 0.05]
-    if not refs:
+    done = [u for u in p.item.utterances if u.end_s <= sent_s]
+    if not done:
         return None
-    if len(refs) == len(p.item.utterances):
-        reference = p.item.text
-    else:
-        reference = " ".join(refs)
-    hyp = " ".join(m["text"] for _, m in p.messages if m.get("type") == "final" and m["end"] <= sent_s + 1)
-    return reference, hyp
+    if len(done) == len(p.item.utterances):
+        return p.item.text, " ".join(m["text"] for _, m in p.messages if m.get("type") == "final")
+    # Cut short: the utterances wholly sent, against the finals that start before the
+    # last of them ends (the final of the cut-off utterance would only add insertions).
+    until = done[-1].end_s
+    hyp = " ".join(m["text"] for _, m in p.messages if m.get("type") == "final" and m["start"] < until)
+    return " ".join(u.text for u in done), hyp
 
 
 def word_error_rate(pairs: list[tuple[str, str]]) -> float | None:

@@ -57,3 +57,42 @@ def test_silero_in_pieces_equals_silero_whole():
     pieces = np.concatenate([stream(audio[i : i + 512 * 7]) for i in range(0, len(audio), 512 * 7)])
     np.testing.assert_allclose(pieces, whole, atol=1e-6)
     assert whole.max() > 0.9 and whole.min() < 0.1  # it found speech and silence
+
+
+@pytest.mark.parametrize("codec, suffix", [("mp3", ".mp3"), ("pcm_s16le", ".wav"), ("flac", ".flac")])
+def test_client_reads_files_of_any_rate_and_channels(tmp_path, codec, suffix):
+    import av
+
+    from pipeline.client import load_audio
+
+    path = tmp_path / f"stereo{suffix}"
+    rate, seconds = 44100, 2
+    t = np.arange(rate * seconds) / rate
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)]) * 0.3
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=rate, layout="stereo")
+        fmt = stream.codec_context.format.name
+        scale, dtype = {"flt": (1, np.float32), "s16": (32767, np.int16), "s32": (2**31 - 1, np.int32)}[fmt[:3]]
+        data = (stereo * scale).astype(dtype)
+        frame = av.AudioFrame.from_ndarray(data if fmt.endswith("p") else data.T.reshape(1, -1).copy(), format=fmt, layout="stereo")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    audio = load_audio(str(path))
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert abs(len(audio) / 16000 - seconds) < 0.1
+    assert 0.1 < np.abs(audio).max() <= 1.0
+
+
+def test_client_rejects_bad_files(tmp_path):
+    from pipeline.client import load_audio
+    from pipeline.errors import AudioError
+
+    with pytest.raises(AudioError, match="no such file"):
+        load_audio(str(tmp_path / "missing.wav"))
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"\x00" * 1000)
+    with pytest.raises(AudioError):
+        load_audio(str(bad))

@@ -59,3 +59,20 @@ def test_judge_matches_by_overlap_and_measures_from_last_sample():
     assert a.first_partial_s == pytest.approx(11.2 - 10.5)  # 1.0 s is in the frame sent at 10.5
     assert b.finals == 2 and c.finals == 0
     assert intervals == [pytest.approx(0.5)]
+
+
+def test_a_pass_cut_short_counts_only_what_was_sent():
+    from pipeline.loadtest.metrics import transcripts
+
+    item = corpus.Item(DATA / "x.wav", "a b c", (corpus.Utterance(1.0, 2.0, "a"), corpus.Utterance(3.0, 4.0, "b"),
+                                                 corpus.Utterance(5.0, 6.0, "c")))
+    p = Pass(0, item)
+    p.sent = [(10 + k * 0.5, (k + 1) * 8000) for k in range(9)]  # 4.5 s: "c" never sent
+    p.messages = [
+        (12.0, {"type": "final", "utterance_id": 0, "text": "a", "start": 0.9, "end": 2.1}),
+        (14.0, {"type": "final", "utterance_id": 1, "text": "b", "start": 2.9, "end": 4.1}),
+        (14.5, {"type": "final", "utterance_id": 2, "text": "half", "start": 4.3, "end": 4.5}),  # flushed at stop
+    ]
+    outcomes, _ = judge(p)
+    assert [o.reference.text for o in outcomes] == ["a", "b"] and all(o.finals == 1 for o in outcomes)
+    assert transcripts(p) == ("a b", "a b")

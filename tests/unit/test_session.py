@@ -17,8 +17,8 @@ START = json.dumps({"action": "start", "sample_rate": 16000, "format": "pcm_s16l
 STOP = json.dumps({"action": "stop"})
 
 
-def make(**seg) -> Session:
-    return Session("s1", Config(segmenter=SegmenterConfig(**seg)), EnergyVad)
+def make(workers: WorkersConfig | None = None, **seg) -> Session:
+    return Session("s1", Config(segmenter=SegmenterConfig(**seg), workers=workers or WorkersConfig()), EnergyVad)
 
 
 def feed_audio(session: Session, audio: np.ndarray, frame: int = 1600) -> None:
@@ -83,7 +83,7 @@ def test_bad_json_unknown_action_double_start():
 
 
 def test_one_final_per_utterance_in_order_even_if_answers_come_reversed():
-    s = make()
+    s = make(WorkersConfig(context_utterances=0))  # without context, finals are not chained
     s.receive_text(START)
     feed_audio(s, speech_like([("speech", 1.0), ("silence", 1.0), ("speech", 1.0), ("silence", 1.0)]))
     finals = [j for j in s.jobs_to_send() if j.priority == Priority.FINAL]
@@ -229,20 +229,35 @@ def test_jobs_carry_earlier_utterances_as_context():
     assert third.options["prefix"] == "The fish twisted. It turned."
 
 
-def test_no_context_while_the_previous_final_is_unknown_or_empty():
+def test_a_final_waits_for_the_text_of_the_one_before():
     s = make()
     s.receive_text(START)
     piece = speech_like([("silence", 0.5), ("speech", 1.0), ("silence", 1.0)])
     feed_audio(s, piece)
     (first,) = finals_of(s.jobs_to_send())
     feed_audio(s, piece)  # the first final has not come back yet
-    (second,) = finals_of(s.jobs_to_send())
-    assert second.options["prefix"] == "" and len(second.audio) == len(first.audio)
-    s.receive_result({"job_id": first.job_id, "text": ""})
-    s.receive_result({"job_id": second.job_id, "text": "Hello."})
     feed_audio(s, piece)
-    (third,) = finals_of(s.jobs_to_send())
-    assert third.options["prefix"] == "Hello."  # the empty one before it is not used
+    assert finals_of(s.jobs_to_send()) == []
+    s.receive_result({"job_id": first.job_id, "text": ""})  # empty: no use as context
+    (second,) = finals_of(s.jobs_to_send())
+    assert second.options["prefix"] == "" and second.options["context_s"] == 0.0
+    s.receive_result({"job_id": second.job_id, "text": "Hello."})
+    (third,) = finals_of(s.jobs_to_send())  # released, with the audio it had when it was cut
+    assert third.options["prefix"] == "Hello."
+    s.receive_result({"job_id": third.job_id, "text": "Again."})
+    assert [m["text"] for m in s.messages_to_send() if m["type"] == "final"] == ["", "Hello.", "Again."]
+
+
+def test_stop_flushes_held_finals():
+    s = make()
+    s.receive_text(START)
+    feed_audio(s, speech_like([("speech", 1.0), ("silence", 1.0), ("speech", 1.0)]))
+    s.receive_text(STOP)
+    (first,) = finals_of(s.jobs_to_send())
+    s.receive_result({"job_id": first.job_id, "text": "One."})
+    (second,) = finals_of(s.jobs_to_send())
+    s.receive_result({"job_id": second.job_id, "text": "Two."})
+    assert s.messages_to_send()[-1] == {"type": "status", "message": "stopped"}
 
 
 def test_context_is_off_when_configured():
