@@ -111,3 +111,21 @@ def test_refused_connection_is_an_error_not_a_crash():
     r = report(passes, 1, 0.1, 0.0)
     assert r["errors"] == 1 and r["disconnects"] == 1 and r["utterances"]["expected"] == 0
     assert "client 0" in r["failures"][0]
+
+
+def test_find_capacity_steps_up_and_writes_report_and_plot(fake_pipeline, tmp_path):
+    from pipeline.loadtest import app
+
+    report_path, plot_path = tmp_path / "cap.json", tmp_path / "cap.png"
+    opts = app.Options(url=fake_pipeline.url, corpus=str(DATA), clients=1, step=1, max_clients=2, duration_s=8,
+                       speed=4, stagger_s=0.1, find_capacity=True, p95_final_ms=5000,
+                       report=str(report_path), plot=str(plot_path))
+    result = app.run(opts)
+    assert [s["clients"] for s in result["steps"]] == [1, 2]
+    assert all(s["held"] for s in result["steps"]) and result["capacity"] == 2
+    assert json.loads(report_path.read_text())["capacity"] == 2
+    assert plot_path.stat().st_size > 10_000
+    # an impossible target stops at the first step
+    strict = app.run(app.Options(url=fake_pipeline.url, corpus=str(DATA), clients=1, step=1, max_clients=3,
+                                 duration_s=4, speed=4, find_capacity=True, p95_final_ms=1))
+    assert strict["capacity"] == 0 and len(strict["steps"]) == 1 and not strict["steps"][0]["held"]
