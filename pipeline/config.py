@@ -57,6 +57,10 @@ class WorkersConfig:
     partial_beam_size: int = 1
     context_utterances: int = 2
     context_max_s: float = 15.0
+    encoder_window: str = "full"
+    partial_encoder_window: str = "fit"
+    window_tail_s: float = 8.0
+    window_quantum_s: float = 2.0
     fake_delay_ms: int = 50
 
     def resolved_count(self) -> int:
@@ -164,6 +168,11 @@ def validate(config: Config, source: str = "<config>") -> None:
         raise ConfigError(f"{source} [workers]: cpu_threads must be >= 1")
     if w.context_utterances < 0 or not 0.0 <= w.context_max_s <= 25.0:
         raise ConfigError(f"{source} [workers]: context_utterances must be >= 0 and context_max_s 0..25")
+    for key in ("encoder_window", "partial_encoder_window"):
+        if getattr(w, key) not in ("full", "fit"):
+            raise ConfigError(f"{source} [workers]: {key} must be \"full\" or \"fit\", not {getattr(w, key)!r}")
+    if w.window_tail_s < 0 or w.window_quantum_s <= 0:
+        raise ConfigError(f"{source} [workers]: window_tail_s must be >= 0 and window_quantum_s > 0")
     if w.beam_size < 1 or w.partial_beam_size < 1:
         raise ConfigError(f"{source} [workers]: beam sizes must be >= 1")
     s = config.segmenter

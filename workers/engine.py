@@ -6,6 +6,7 @@ needs comes in the call: the audio and the job's options.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -56,6 +57,7 @@ class WhisperEngine:
 
         self.name = config.model
         self.default_beam = config.beam_size
+        self.config = config
         self.model = WhisperModel(
             resolve_model(config.model),
             device=config.device,
@@ -63,6 +65,7 @@ class WhisperEngine:
             cpu_threads=config.cpu_threads,
             num_workers=1,
         )
+        self._suppress: list[int] | None = None
 
     def transcribe(self, audio: np.ndarray, options: dict[str, Any]) -> dict[str, Any]:
         """Decode one job.
@@ -74,6 +77,9 @@ class WhisperEngine:
         """
         prefix = str(options.get("prefix") or "").strip()
         context_s = float(options.get("context_s") or 0.0) if prefix else 0.0
+        window = options.get("window") or self.config.encoder_window
+        if window == "fit" and not options.get("word_timestamps"):
+            return self._decode_fit(audio, options, prefix)
         result = self._decode(audio, options, prefix)
         if prefix:
             text = _strip_prefix(result["text"], prefix)
@@ -82,10 +88,56 @@ class WhisperEngine:
                 result = self._decode(audio[int(context_s * SAMPLE_RATE):], options, "")
             else:
                 result["text"] = text
-                result["segments"] = _shift(result["segments"], context_s)
+                duration = round(len(audio) / SAMPLE_RATE - context_s, 3)
+                result["segments"] = [{"start": 0.0, "end": duration, "text": text}]
                 if "words" in result:
                     result["words"] = _shift(result["words"], context_s)
         return result
+
+    def _decode_fit(self, audio: np.ndarray, options: dict[str, Any], prefix: str) -> dict[str, Any]:
+        """Decode with an encoder window fitted to the audio instead of Whisper's 30 s.
+
+        The encoder's cost grows with its window, and a short utterance padded to 30 s is
+        mostly silence. CTranslate2 accepts a shorter mel input; the decoder then needs
+        enough trailing silence (``window_tail_s``) to know the speech has ended, or it
+        loops and repeats itself (docs/performance.md has the measurements).
+        """
+        from faster_whisper.tokenizer import Tokenizer
+
+        cfg = self.config
+        window_s = min(30.0, math.ceil((len(audio) / SAMPLE_RATE + cfg.window_tail_s) / cfg.window_quantum_s)
+                       * cfg.window_quantum_s)
+        frames = int(window_s * 100)  # 10 ms hop
+        padding = max(0, int(window_s * SAMPLE_RATE) - len(audio))
+        features = self.model.feature_extractor(audio, padding=padding)[:, :frames]
+        if features.shape[1] < frames:
+            features = np.pad(features, ((0, 0), (0, frames - features.shape[1])))
+        encoded = self.model.encode(features)
+        language = "en" if not self.model.model.is_multilingual else (options.get("language") or "en")
+        tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task="transcribe",
+                              language=language)
+        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        forced = tokenizer.encode(" " + prefix)[:200] if prefix else []
+        result = self.model.model.generate(
+            encoded, [prompt + forced],
+            beam_size=int(options.get("beam_size", self.default_beam)),
+            max_length=448,
+            suppress_blank=True,
+            suppress_tokens=self._suppressed(tokenizer),
+        )[0]
+        tokens = list(result.sequences_ids[0])
+        if tokens[: len(forced)] == forced:  # the result starts with the forced prefix
+            tokens = tokens[len(forced):]
+        text = tokenizer.decode([t for t in tokens if t < tokenizer.eot]).strip()
+        duration = round(len(audio) / SAMPLE_RATE - float(options.get("context_s") or 0.0), 3)
+        return {"text": text, "segments": [{"start": 0.0, "end": duration, "text": text}]}
+
+    def _suppressed(self, tokenizer: Any) -> list[int]:
+        if self._suppress is None:
+            from faster_whisper.transcribe import get_suppressed_tokens
+
+            self._suppress = list(get_suppressed_tokens(tokenizer, [-1]))
+        return self._suppress
 
     def _decode(self, audio: np.ndarray, options: dict[str, Any], prefix: str) -> dict[str, Any]:
         words_wanted = bool(options.get("word_timestamps"))

@@ -73,6 +73,8 @@ class Session:
         self._texts: dict[int, str] = {}  # recent utterances' final text, for context
         self._partial_ends: dict[int, dict[int, int]] = {}  # utterance -> {job seq: end sample}
         self._held: dict[int, _Held] = {}  # finals waiting for the text of the one before
+        self._partial_in_flight: set[int] = set()  # utterances with a partial being decoded
+        self.partials_skipped = 0
         self._level_due = 0
         self._level_every = config.server.level_interval_ms * SAMPLE_RATE // 1000
         self.audio_samples = 0  # 16 kHz samples received in this stream
@@ -179,9 +181,15 @@ class Session:
         assert self.segmenter is not None
         self._next_utterance = self.segmenter.next_id
         for cut in cuts:
+            if cut.kind == "partial" and cut.utterance_id in self._partial_in_flight:
+                # One partial per utterance at a time: when workers are busy, partials come
+                # as fast as they are decoded, and no faster (docs/architecture.md).
+                self.partials_skipped += 1
+                continue
             self._spans[cut.utterance_id] = (cut.start, cut.end)
             self._job_seq += 1
             if cut.kind == "partial":
+                self._partial_in_flight.add(cut.utterance_id)
                 self._partial_ends.setdefault(cut.utterance_id, {})[self._job_seq] = cut.end
             held = _Held(cut, self._job_seq, *self._context_audio(cut))
             if cut.kind == "final" and self.config.workers.context_utterances and (cut.utterance_id - 1) in self._spans:
@@ -233,6 +241,7 @@ class Session:
             options={
                 "language": self.start.language,
                 "beam_size": workers.beam_size if final else workers.partial_beam_size,
+                "window": workers.encoder_window if final else workers.partial_encoder_window,
                 "word_timestamps": final and self.start.words,
                 "prefix": " ".join(texts),
                 "context_s": round((cut.start - start) / SAMPLE_RATE, 4),
@@ -241,6 +250,7 @@ class Session:
         )
 
     def _on_partial(self, utterance: int, seq: int, header: dict[str, Any]) -> None:
+        self._partial_in_flight.discard(utterance)  # there is only ever one
         span = self._spans.get(utterance)
         if span is None or utterance in self._finals or seq <= self._partial_seq.get(utterance, 0):
             return  # its final is known, or a newer partial was already sent
@@ -279,6 +289,7 @@ class Session:
             self._spans.pop(self._next_final, None)
             self._partial_seq.pop(self._next_final, None)
             self._partial_ends.pop(self._next_final, None)
+            self._partial_in_flight.discard(self._next_final)
             self._next_final += 1
             if (held := self._held.pop(self._next_final, None)) is not None:
                 self._jobs.append(self._job(held))

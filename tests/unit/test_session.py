@@ -99,19 +99,36 @@ def test_one_final_per_utterance_in_order_even_if_answers_come_reversed():
 def test_partials_never_after_final_and_never_backwards():
     s = make(first_partial_s=0.3, partial_interval_s=0.3)
     s.receive_text(START)
-    feed_audio(s, speech_like([("speech", 2.0)]))
-    partials = s.jobs_to_send()
-    assert len(partials) >= 3 and all(j.priority == Priority.PARTIAL for j in partials)
-    answer(s, [partials[1]])
-    answer(s, [partials[0]])  # older than one already sent: dropped
+    feed_audio(s, speech_like([("speech", 1.0)]))
+    (p1,) = s.jobs_to_send()
+    answer(s, [p1])
+    feed_audio(s, speech_like([("speech", 0.5)]))
+    (p2,) = s.jobs_to_send()
+    answer(s, [p2])
+    answer(s, [p1])  # a late copy of an older partial: dropped
+    feed_audio(s, speech_like([("speech", 0.5)]))
+    (p3,) = s.jobs_to_send()
     s.receive_text(STOP)
     (final,) = s.jobs_to_send()
     answer(s, [final])
-    answer(s, [partials[2]])  # after the final: dropped
+    answer(s, [p3])  # after the final: dropped
     out = s.messages_to_send()
     kinds = [m["type"] for m in out if m["type"] in ("partial", "final", "status")]
-    assert kinds == ["status", "partial", "final", "status"]
+    assert kinds == ["status", "partial", "partial", "final", "status"]
+    partials = [m for m in out if m["type"] == "partial"]
+    assert partials[0]["end"] < partials[1]["end"]
     assert out[-1] == {"type": "status", "message": "stopped"}
+
+
+def test_one_partial_in_flight_per_utterance():
+    s = make(first_partial_s=0.3, partial_interval_s=0.3)
+    s.receive_text(START)
+    feed_audio(s, speech_like([("speech", 3.0)]))
+    jobs = s.jobs_to_send()
+    assert len(jobs) == 1 and s.partials_skipped >= 5  # the workers are slow: no pile-up
+    answer(s, jobs)
+    feed_audio(s, speech_like([("speech", 0.4)]))
+    assert len(s.jobs_to_send()) == 1  # answered: the cadence resumes
 
 
 def test_stop_waits_for_outstanding_finals():
