@@ -9,7 +9,9 @@ Plain faster-whisper configurations (the bundled tiny.en, int8, on the CPU):
 * ``processes``: one process per core, one thread each, each with its own model.
 
 Then ``pipeline``: a spawned ``pipeline run``, with one client per file streaming all files
-at once at ``--speed`` times real time (partials off, so only finals are decoded).
+at once at ``--speed`` times real time (partials off, so only finals are decoded); and
+``pipeline-full-window``: the same with Whisper's full 30 s encoder window instead of the
+fitted one (``encoder_window = "full"``), to show what the fitted window costs in accuracy.
 
 Times exclude loading models and starting processes: they measure transcription once
 everything is warm, as a running service is. Prints speed (× real time), word error rate (Whisper's English normaliser, jiwer) and the
@@ -114,7 +116,7 @@ def main() -> None:
     ap.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"))
     ap.add_argument("--only", choices=["streams", "clips"], default="streams", help="which index of the corpus to use")
     ap.add_argument("--speed", type=float, default=100.0, help="pace of each pipeline client, times real time")
-    ap.add_argument("--configs", default="sequential,batched,processes,pipeline")
+    ap.add_argument("--configs", default="sequential,batched,processes,pipeline,pipeline-full-window")
     ap.add_argument("--config", help="config file for the spawned pipeline")
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args()
@@ -128,6 +130,10 @@ def main() -> None:
     for name in args.configs.split(","):
         if name == "pipeline":
             texts, wall = through_pipeline(items, audio, args.speed, args.config)
+        elif name == "pipeline-full-window":
+            full = Path(tempfile.mkstemp(prefix="bench-full-", suffix=".toml")[1])
+            full.write_text('[workers]\nencoder_window = "full"\npartial_encoder_window = "full"\n')
+            texts, wall = through_pipeline(items, audio, args.speed, str(full))
         else:
             texts, wall = {"sequential": sequential, "batched": batched, "processes": processes}[name](paths)
         wer = word_error_rate([(i.text or "", t) for i, t in zip(items, texts)])

@@ -79,7 +79,7 @@ class SegmenterConfig:
     speech_pad_ms: int = 150
     min_speech_ms: int = 200
     max_utterance_s: float = 25.0
-    first_partial_s: float = 0.5
+    first_partial_s: float = 0.3
     partial_interval_s: float = 0.8
 
 

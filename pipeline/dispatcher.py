@@ -56,7 +56,8 @@ class Dispatcher:
         self.worker_endpoint = self.workers.getsockopt_string(zmq.LAST_ENDPOINT)
         self.malformed = 0
         self.jobs_done = 0
-        self.decode_s_total = 0.0
+        # Where the workers' time goes, by job kind: {"final": [jobs, decode seconds], ...}
+        self.decode_by_kind: dict[str, list[float]] = {p.name.lower(): [0, 0.0] for p in wire.Priority}
         self.ready_changed = asyncio.Event()
         self._closed = False
 
@@ -133,9 +134,11 @@ class Dispatcher:
             if done is None:
                 log.info("dropped a stale result for %s from %r", header.get("job_id"), identity)
                 return
-            client, _ = done
+            client, job = done
             self.jobs_done += 1
-            self.decode_s_total += float(header.get("decode_s", 0.0))
+            tally = self.decode_by_kind[job.priority.name.lower()]
+            tally[0] += 1
+            tally[1] += float(header.get("decode_s", 0.0))
             self._reply(client, header)
             self.scheduler.worker_ready(identity, now)
 
@@ -168,6 +171,14 @@ class Dispatcher:
             self.clients.send_multipart([client, *wire.encode(wire.Command.RESULT, header)], flags=zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             log.info("client %r gone; dropped result %s (%s)", client, header.get("job_id"), exc)
+
+    def summary(self) -> str:
+        """One line on the work done, for the log at shutdown."""
+        kinds = ", ".join(f"{kind} {int(n)} ({secs:.1f} s, {secs / n if n else 0:.3f} s each)"
+                          for kind, (n, secs) in self.decode_by_kind.items() if n)
+        s = self.scheduler
+        return (f"jobs done: {self.jobs_done}; decode time by kind: {kinds or 'none'}; "
+                f"partials replaced while queued: {s.replaced}; retried: {s.retried}; malformed: {self.malformed}")
 
     def close(self) -> None:
         self._closed = True

@@ -97,7 +97,7 @@ async def serve(
         await asyncio.gather(*tasks, return_exceptions=True)
         dispatcher.close()
         ctx.term()
-        announce(f"pipeline: stopped (jobs done: {dispatcher.jobs_done})")
+        announce(f"pipeline: stopped; {dispatcher.summary()}")
     return code
 
 

@@ -116,6 +116,9 @@ async def _main(opts: Options, console: Console) -> dict[str, Any]:
     finally:
         if spawned is not None:
             code = await asyncio.to_thread(spawned.stop)
+            for line in spawned.tail.splitlines():
+                if "jobs done" in line:
+                    console.print(line.replace("pipeline: ", "pipeline "), highlight=False)
             console.print(f"pipeline stopped (exit code {code})")
 
 

@@ -146,6 +146,7 @@ class SpawnedPipeline:
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.url = ""
+        self.tail = ""
         deadline = time.monotonic() + ready_timeout_s
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
@@ -162,6 +163,7 @@ class SpawnedPipeline:
         return self.proc.pid
 
     def stop(self) -> int | None:
+        """SIGTERM it and wait; what it printed after ``ready`` is kept in :attr:`tail`."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -170,5 +172,7 @@ class SpawnedPipeline:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        assert self.proc.stdout is not None
+        self.tail = self.proc.stdout.read()
         self.log.close()
         return self.proc.returncode

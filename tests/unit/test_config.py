@@ -61,3 +61,9 @@ def test_int_accepted_for_float_and_override():
 def test_worker_count_auto_is_cores():
     assert config.WorkersConfig().resolved_count() >= 1
     assert config.WorkersConfig(count=3).resolved_count() == 3
+
+
+def test_every_shipped_config_loads():
+    for path in (ROOT / "configs").glob("*.toml"):
+        config.load(path)
+    assert config.load(ROOT / "configs" / "capacity.toml").workers.encoder_window == "fit"
