@@ -54,13 +54,6 @@ class StreamResult:
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [m for _, m in self.messages if m.get("type") == kind]
 
-    def sent_at(self, sample: int) -> float:
-        """When the frame holding stream sample ``sample`` left the client."""
-        for t, total in self.sent:
-            if total >= sample:
-                return t
-        return self.sent[-1][0] if self.sent else 0.0
-
 
 class StreamClient:
     """One connection to ``/v1/stream`` that can stream several files, one after another.
