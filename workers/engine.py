@@ -66,6 +66,7 @@ class WhisperEngine:
             num_workers=1,
         )
         self._suppress: list[int] | None = None
+        self._tokenizers: dict[str, Any] = {}
 
     def transcribe(self, audio: np.ndarray, options: dict[str, Any]) -> dict[str, Any]:
         """Decode one job.
@@ -114,8 +115,10 @@ class WhisperEngine:
             features = np.pad(features, ((0, 0), (0, frames - features.shape[1])))
         encoded = self.model.encode(features)
         language = "en" if not self.model.model.is_multilingual else (options.get("language") or "en")
-        tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task="transcribe",
-                              language=language)
+        tokenizer = self._tokenizers.get(language)
+        if tokenizer is None:
+            tokenizer = self._tokenizers[language] = Tokenizer(
+                self.model.hf_tokenizer, self.model.model.is_multilingual, task="transcribe", language=language)
         prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
         forced = tokenizer.encode(" " + prefix)[:200] if prefix else []
         result = self.model.model.generate(

@@ -19,6 +19,7 @@ then every ``partial_interval_s``. All times are sample counts; no clock is read
 
 from __future__ import annotations
 
+import bisect
 import collections
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,33 +46,42 @@ class Cut:
 
 
 class _Buffer:
-    """Audio kept from sample ``start`` on; old samples are trimmed as they stop mattering."""
+    """Audio kept from sample ``start`` on; old samples are trimmed as they stop mattering.
+
+    Kept as the list of appended chunks, so that appending and reading the newest samples
+    (what the VAD does on every frame) copy only those samples, not the whole buffer.
+    """
 
     def __init__(self) -> None:
         self.start = 0
         self.end = 0
         self._chunks: list[np.ndarray] = []
+        self._starts: list[int] = []  # stream sample where each chunk starts
 
     def append(self, samples: np.ndarray) -> None:
         if len(samples):
             self._chunks.append(samples)
+            self._starts.append(self.end)
             self.end += len(samples)
 
     def slice(self, a: int, b: int) -> np.ndarray:
         a, b = max(a, self.start), min(b, self.end)
         if b <= a:
             return np.zeros(0, dtype=np.float32)
-        if len(self._chunks) > 1:
-            self._chunks = [np.concatenate(self._chunks)]
-        return self._chunks[0][a - self.start : b - self.start].copy()
+        first = bisect.bisect_right(self._starts, a) - 1
+        last = bisect.bisect_left(self._starts, b)
+        pieces = [c[max(a - s0, 0) : b - s0] for c, s0 in zip(self._chunks[first:last], self._starts[first:last])]
+        return np.concatenate(pieces) if len(pieces) > 1 else pieces[0].copy()
 
     def trim(self, before: int) -> None:
-        """Forget samples before ``before``."""
+        """Forget samples before ``before`` (whole chunks only; reads never see them)."""
         before = min(before, self.end)
         if before <= self.start:
             return
-        whole = np.concatenate(self._chunks) if len(self._chunks) > 1 else (self._chunks[0] if self._chunks else None)
-        self._chunks = [whole[before - self.start :]] if whole is not None else []
+        drop = bisect.bisect_right(self._starts, before) - 1  # the chunk holding ``before`` stays
+        if drop > 0:
+            del self._chunks[:drop]
+            del self._starts[:drop]
         self.start = before
 
 

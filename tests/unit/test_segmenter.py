@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.config import SegmenterConfig
 from pipeline.core.segmenter import Segmenter
@@ -117,3 +119,20 @@ def test_retains_recent_utterances_for_context_but_bounded():
     assert seg.buffer.start <= cuts[-2].start
     np.testing.assert_array_equal(seg.audio(cuts[-2].start, cuts[-2].end), cuts[-2].audio)
     assert seg.buffer.end - seg.buffer.start <= 5.0 * SR + SR
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 900), st.integers(0, 3000), st.integers(0, 3000), st.integers(0, 500)),
+                min_size=1, max_size=30))
+def test_buffer_slices_match_the_stream(ops):
+    from pipeline.core.segmenter import _Buffer
+
+    buf, stream = _Buffer(), np.zeros(0, dtype=np.float32)
+    for size, a, b, trim_back in ops:
+        chunk = np.arange(len(stream), len(stream) + size, dtype=np.float32)
+        buf.append(chunk)
+        stream = np.concatenate([stream, chunk])
+        lo = max(a, buf.start)
+        np.testing.assert_array_equal(buf.slice(a, b), stream[lo:max(lo, min(b, len(stream)))])
+        buf.trim(len(stream) - trim_back)
+        assert buf.end == len(stream)
