@@ -77,6 +77,11 @@ async def serve(
             if not announced_ready and dispatcher.ready_workers >= max(1, count):
                 announced_ready = True
                 announce(f"pipeline: ready, {dispatcher.ready_workers} worker(s) in {time.monotonic() - started:.1f} s")
+            if not announced_ready and (why := supervisor.cannot_start()):
+                log.error(why)
+                announce(f"pipeline: error: {why}")
+                code = 1
+                break
             failed = [t for t in tasks if t.done()]
             if failed:
                 exc = failed[0].exception()

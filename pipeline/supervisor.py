@@ -35,6 +35,8 @@ class _Slot:
     backoff_s: float = BACKOFF_MIN_S
     restart_at: float = 0.0
     restarts: int = 0
+    early_exits: int = 0  # exits in a row soon after starting (it cannot even start)
+    last_exit: int | None = None
 
 
 class Supervisor:
@@ -82,6 +84,8 @@ class Supervisor:
                     lived = now - slot.started_at
                     slot.backoff_s = BACKOFF_MIN_S if lived > HEALTHY_AFTER_S else min(slot.backoff_s * 2, BACKOFF_MAX_S)
                     slot.restart_at = now + slot.backoff_s
+                    slot.early_exits = slot.early_exits + 1 if lived < HEALTHY_AFTER_S else 0
+                    slot.last_exit = proc.exitcode
                     log.warning("%s (pid %s) exited with code %s after %.1f s; restarting in %.1f s",
                                 slot.name, proc.pid, proc.exitcode, lived, slot.backoff_s)
                     proc.close()
@@ -90,6 +94,18 @@ class Supervisor:
                     slot.restarts += 1
                     self._spawn(slot)
             await asyncio.sleep(interval_s)
+
+    def cannot_start(self, attempts: int = 3) -> str | None:
+        """Why no worker can start, if every one has died ``attempts`` times in a row early.
+
+        Only meaningful before any worker was ever ready: then it is the setup (a broken
+        model folder, an unsupported compute type) and restarting will not help.
+        """
+        if self.slots and all(slot.early_exits >= attempts for slot in self.slots):
+            codes = sorted({str(slot.last_exit) for slot in self.slots})
+            return (f"no worker could start: each exited {attempts} times in a row soon after starting "
+                    f"(exit code {', '.join(codes)}); the workers' errors are in the log above")
+        return None
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM every worker, wait up to ``timeout_s``, then SIGKILL what is left."""

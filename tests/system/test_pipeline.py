@@ -153,3 +153,13 @@ def test_loadtest_spawned_with_the_real_model(tmp_path):
     assert r["cpu_percent"]["ingest"]["mean"] >= 0 and len(r["rss_mb"]) >= 3  # ingest and both workers
     assert plot.stat().st_size > 10_000
     assert "final latency" in out.stdout and "pipeline stopped (exit code 0)" in out.stdout
+
+
+def test_workers_that_cannot_start_stop_the_run_with_a_clear_message(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('[workers]\ncount = 1\ncompute_type = "no-such-type"\n')
+    out = subprocess.run([*PIPELINE, "run", "--port", "0", "--worker-endpoint", "tcp://127.0.0.1:*",
+                          "--config", str(config)], capture_output=True, text=True, timeout=timeout(120))
+    assert out.returncode == 1
+    assert "no worker could start" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "no-such-type" in out.stderr  # the worker's own error is in the log
