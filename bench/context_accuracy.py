@@ -1,0 +1,98 @@
+"""Benchmark: how each utterance is decoded, and what that does to accuracy and cost.
+
+    python bench/context_accuracy.py [--corpus ../shared/corpus] [--modes alone,prompt,prefix1,prefix2,fit2]
+
+Cuts the corpus streams into utterances with the pipeline's own segmenter (Silero VAD,
+default settings), then decodes each final with the bundled tiny.en (int8, 1 thread,
+beam 5) in one of these ways, and prints the WER (Whisper's English normaliser, jiwer)
+and CPU seconds per decode:
+
+* ``alone``: the utterance's audio only;
+* ``prompt``: plus the stream's earlier text (200 chars) as ``initial_prompt``;
+* ``prefixN``: plus the audio of the N utterances before it, their text forced as the
+  decoder's prefix (what the pipeline does, with N = ``context_utterances``);
+* ``fitN``: ``prefixN`` through the worker's fitted encoder window (``encoder_window = "fit"``).
+
+The offline reference is plain ``WhisperModel.transcribe`` of the whole files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"))
+    ap.add_argument("--modes", default="offline,alone,prompt,prefix1,prefix2,fit2")
+    ap.add_argument("--files", help="comma-separated stream files to use (default: all)")
+    args = ap.parse_args()
+
+    import jiwer
+    from faster_whisper.audio import decode_audio
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    from pipeline.config import SegmenterConfig, WorkersConfig
+    from pipeline.core.segmenter import Segmenter
+    from pipeline.vad import SileroStream
+    from workers.engine import WhisperEngine
+
+    normalize = EnglishTextNormalizer()
+    streams = [json.loads(line) for line in (Path(args.corpus) / "streams.jsonl").read_text().splitlines() if line]
+    if args.files:
+        keep = set(args.files.split(","))
+        streams = [s for s in streams if Path(s["file"]).name in keep]
+    cut: dict[str, tuple] = {}
+    for s in streams:
+        audio = decode_audio(str(Path(args.corpus) / s["file"]))
+        seg = Segmenter(SegmenterConfig(), SileroStream(), partials=False)
+        cuts = [c for i in range(0, len(audio), 1600) for c in seg.feed(audio[i : i + 1600])] + seg.flush()
+        cut[s["file"]] = (audio, cuts)
+    engines = {w: WhisperEngine(WorkersConfig(encoder_window=w)) for w in ("full", "fit")}
+
+    for mode in args.modes.split(","):
+        refs, hyps, cpu, decodes = [], [], 0.0, 0
+        for s in streams:
+            audio, cuts = cut[s["file"]]
+            if mode == "offline":
+                t0 = time.process_time()
+                segments, _ = engines["full"].model.transcribe(audio, language="en")
+                text = " ".join(x.text.strip() for x in segments)
+                cpu += time.process_time() - t0
+                decodes += 1
+                refs.append(normalize(s["text"]))
+                hyps.append(normalize(text))
+                continue
+            texts: list[str] = []
+            for k, c in enumerate(cuts):
+                options: dict = {"beam_size": 5, "window": "fit" if mode.startswith("fit") else "full"}
+                piece = c.audio
+                if mode == "prompt":
+                    options["prompt"] = " ".join(texts)[-200:]
+                elif mode.startswith(("prefix", "fit")) and k > 0:
+                    n = int(mode[-1])
+                    j = max(0, k - n)
+                    while j < k and not texts[j]:  # only an unbroken run of non-empty texts
+                        j += 1
+                    if j < k:
+                        piece = audio[cuts[j].start : c.end]
+                        options.update(prefix=" ".join(texts[j:k]), context_s=(c.start - cuts[j].start) / 16000)
+                t0 = time.process_time()
+                texts.append(engines[options["window"]].transcribe(piece, options)["text"])
+                cpu += time.process_time() - t0
+                decodes += 1
+            refs.append(normalize(s["text"]))
+            hyps.append(normalize(" ".join(texts)))
+        print(f"{mode:10s} WER {100 * jiwer.wer(refs, hyps):6.2f} %   CPU per decode {cpu / decodes:.3f} s"
+              f"   ({decodes} decodes)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
