@@ -21,6 +21,7 @@ import zmq.asyncio
 
 from .config import Config
 from .dispatcher import Dispatcher
+from .errors import PipelineError
 from .ingest import STREAM_PATH, Ingest
 from .supervisor import Supervisor
 
@@ -54,12 +55,24 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
 
     ctx = zmq.asyncio.Context()
-    dispatcher = Dispatcher(ctx, config.dispatcher, JOBS_ENDPOINT)
+    # Bind everything before spawning anything: a busy port must fail fast, with no
+    # worker processes to clean up.
+    try:
+        dispatcher = Dispatcher(ctx, config.dispatcher, JOBS_ENDPOINT)
+    except zmq.ZMQError as exc:
+        ctx.destroy(linger=0)
+        raise PipelineError(f"cannot bind the worker endpoint {config.dispatcher.worker_endpoint}: {exc}") from None
+    ingest = Ingest(config, ctx, JOBS_ENDPOINT, _vad_factory(config), lambda: dispatcher.ready_workers)
+    try:
+        await ingest.start()
+    except OSError as exc:
+        dispatcher.close()
+        ctx.destroy(linger=0)
+        raise PipelineError(
+            f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}") from None
     count = config.workers.resolved_count()
     supervisor = Supervisor(config, local_endpoint(dispatcher.worker_endpoint), count)
     supervisor.start()
-    ingest = Ingest(config, ctx, JOBS_ENDPOINT, _vad_factory(config), lambda: dispatcher.ready_workers)
-    await ingest.start()
     host = config.server.host
     url = f"ws://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{ingest.port}{STREAM_PATH}"
     announce(f"pipeline: listening on {url}")
@@ -108,4 +121,8 @@ async def serve(
 
 def run(config: Config) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    return asyncio.run(serve(config, announce=lambda line: print(line, flush=True)))
+    try:
+        return asyncio.run(serve(config, announce=lambda line: print(line, flush=True)))
+    except PipelineError as exc:
+        print(f"pipeline: error: {exc}", file=sys.stderr, flush=True)
+        return 1

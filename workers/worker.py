@@ -113,15 +113,15 @@ class Worker:
                     last_heard = now
                     backoff = RECONNECT_MIN_S
                     busy = self._handle(sock.recv_multipart(), pair, busy)
-                if self.parent_pid is not None and os.getppid() != self.parent_pid:
-                    log.warning("%s: parent process is gone; exiting", self.name)
+                if self._orphaned():
                     break
                 silent = now - last_heard >= self.liveness_s
                 if silent or (self.rejoin and not busy):
                     if silent:
                         log.warning("%s: dispatcher silent for %.1f s; reconnecting in %.0f s",
                                     self.name, now - last_heard, backoff)
-                        time.sleep(backoff)
+                        if not self._wait(backoff):
+                            break
                         backoff = min(backoff * 2, RECONNECT_MAX_S)
                     else:
                         log.info("%s: the dispatcher forgot us; joining again", self.name)
@@ -146,6 +146,21 @@ class Worker:
             ctx.term()
         log.info("%s: stopped after %d jobs", self.name, self.jobs_done)
         return 0
+
+    def _orphaned(self) -> bool:
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            log.warning("%s: parent process is gone; exiting", self.name)
+            return True
+        return False
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep through a reconnect backoff; False if we should exit instead."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.stopping or self._orphaned():
+                return False
+            time.sleep(min(0.2, deadline - time.monotonic()))
+        return True
 
     def _connect(self, ctx: zmq.Context[Any], announce: bool = True) -> zmq.Socket[Any]:
         """A fresh DEALER (ppworker's way of dropping whatever was queued on the old one).

@@ -163,3 +163,17 @@ def test_workers_that_cannot_start_stop_the_run_with_a_clear_message(tmp_path):
     assert out.returncode == 1
     assert "no worker could start" in out.stdout, out.stdout + out.stderr[-2000:]
     assert "no-such-type" in out.stderr  # the worker's own error is in the log
+
+
+def test_busy_port_fails_fast_with_a_clear_message():
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = subprocess.run([*PIPELINE, "run", "--port", str(port), "--worker-endpoint", "tcp://127.0.0.1:*"],
+                             capture_output=True, text=True, timeout=timeout(60))
+    assert out.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
+    assert "starting" not in out.stdout  # no worker was spawned
