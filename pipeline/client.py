@@ -47,7 +47,6 @@ class StreamResult:
 
     messages: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # (arrival, message)
     sent: list[tuple[float, int]] = field(default_factory=list)  # (send time, samples sent so far)
-    stopped: bool = False
     timed_out: bool = False  # no ``stopped`` within the timeout
     closed: tuple[int | None, str] | None = None  # (code, reason) if the server closed early
 
@@ -108,7 +107,6 @@ class StreamClient:
                 if on_message is not None:
                     on_message(item[1])
                 if item[1] == {"type": "status", "message": "stopped"}:
-                    result.stopped = True
                     done.set()
                     return
             result.closed = (self.ws.close_code, self.ws.close_reason or "")
@@ -141,16 +139,10 @@ class StreamClient:
         return result
 
 
-async def stream(
-    url: str,
-    audio: np.ndarray,
-    speed: float = 1.0,
-    frame_ms: int = 100,
-    start: dict[str, Any] | None = None,
-    on_message: Callable[[dict[str, Any]], None] | None = None,
-    timeout_s: float = 120.0,
-    headers: dict[str, str] | None = None,
-) -> StreamResult:
-    """Stream ``audio`` (16 kHz float32) to ``url`` on a new connection and collect the replies."""
+async def stream(url: str, audio: np.ndarray, headers: dict[str, str] | None = None, **options: Any) -> StreamResult:
+    """Stream ``audio`` (16 kHz float32) to ``url`` on a new connection and collect the replies.
+
+    ``options`` are those of :meth:`StreamClient.send`.
+    """
     async with StreamClient(url, headers) as client:
-        return await client.send(audio, speed, frame_ms, start, on_message, timeout_s)
+        return await client.send(audio, **options)

@@ -10,7 +10,6 @@ This module only moves frames and keeps time; every decision is the scheduler's.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -58,7 +57,6 @@ class Dispatcher:
         self.jobs_done = 0
         # Where the workers' time goes, by job kind: {"final": [jobs, decode seconds], ...}
         self.decode_by_kind: dict[str, list[float]] = {p.name.lower(): [0, 0.0] for p in wire.Priority}
-        self.ready_changed = asyncio.Event()
         self._closed = False
 
     @property
@@ -118,11 +116,9 @@ class Dispatcher:
             if identity not in self.scheduler.workers:
                 log.info("worker %s (pid %s) is ready", header.get("name"), header.get("pid"))
             self.scheduler.worker_ready(identity, now, header)
-            self.ready_changed.set()
             return
         if command is wire.Command.DISCONNECT:
             self.scheduler.worker_gone(identity)
-            self.ready_changed.set()
             return
         if not self.scheduler.worker_seen(identity, now):
             # Majordomo: a worker we do not know (declared dead, or from before a restart)
@@ -145,7 +141,6 @@ class Dispatcher:
     def _heartbeat(self, now: float) -> None:
         for identity in self.scheduler.expire(now):
             log.warning("worker %r missed its heartbeats; declared dead", identity)
-            self.ready_changed.set()
         for identity in list(self.scheduler.workers):
             self._send_worker(identity, wire.encode(wire.Command.HEARTBEAT))
 

@@ -34,7 +34,6 @@ class _Slot:
     started_at: float = 0.0
     backoff_s: float = BACKOFF_MIN_S
     restart_at: float = 0.0
-    restarts: int = 0
     early_exits: int = 0  # exits in a row soon after starting (it cannot even start)
     last_exit: int | None = None
 
@@ -91,7 +90,6 @@ class Supervisor:
                     proc.close()
                     slot.process = None
                 if slot.process is None and now >= slot.restart_at and not self._stopping:
-                    slot.restarts += 1
                     self._spawn(slot)
             await asyncio.sleep(interval_s)
 

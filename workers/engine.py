@@ -194,8 +194,7 @@ def _shift(items: list[dict[str, Any]], by_s: float) -> list[dict[str, Any]]:
 class FakeEngine:
     """A scripted stand-in for integration tests of everything but the model.
 
-    It sleeps ``fake_delay_ms`` per job (plus ``delay_ms`` from the job's options, if any)
-    and answers with the audio's length, so tests know exactly what text to expect.
+    It sleeps ``fake_delay_ms`` per job and answers with the audio's length, so tests know exactly what text to expect.
     Select it with ``model = "fake"``.
     """
 
@@ -204,9 +203,7 @@ class FakeEngine:
         self.delay_s = config.fake_delay_ms / 1000
 
     def transcribe(self, audio: np.ndarray, options: dict[str, Any]) -> dict[str, Any]:
-        time.sleep(self.delay_s + float(options.get("delay_ms", 0)) / 1000)
-        if options.get("fail"):
-            raise RuntimeError("scripted failure")
+        time.sleep(self.delay_s)
         duration = len(audio) / SAMPLE_RATE - float(options.get("context_s") or 0.0)
         text = f"speech of {duration:.2f} seconds"
         result: dict[str, Any] = {"text": text, "segments": [{"start": 0.0, "end": round(duration, 3), "text": text}]}

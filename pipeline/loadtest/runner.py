@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,12 +137,21 @@ class Resources:
 
 
 class SpawnedPipeline:
-    """``pipeline run`` started by the load test itself (``--spawn``), stopped at the end."""
+    """``pipeline run`` on free ports, as a subprocess: for ``--spawn``, benchmarks and tests.
 
-    def __init__(self, config: str | None, log_path: Path, ready_timeout_s: float = 180.0) -> None:
-        cmd = [sys.executable, "-m", "pipeline", "run", "--port", "0", "--worker-endpoint", "tcp://127.0.0.1:*"]
+    Args:
+        config: a config file, or None for the defaults.
+        log_path: where its stderr (the log) goes.
+        ready_timeout_s: how long to wait for ``pipeline: ready``.
+        args: more ``pipeline run`` flags.
+    """
+
+    def __init__(self, config: str | None, log_path: Path, ready_timeout_s: float = 180.0,
+                 args: Sequence[str] = ()) -> None:
+        cmd = [sys.executable, "-m", "pipeline", "run", "--port", "0", "--worker-endpoint", "tcp://127.0.0.1:*", *args]
         if config:
             cmd += ["--config", config]
+        self.log_path = log_path
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.url = ""
@@ -162,12 +171,16 @@ class SpawnedPipeline:
     def pid(self) -> int:
         return self.proc.pid
 
-    def stop(self) -> int | None:
+    def logs(self) -> str:
+        """The end of its log."""
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM it and wait; what it printed after ``ready`` is kept in :attr:`tail`."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(30)
+                self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.proc.pid, signal.SIGKILL)

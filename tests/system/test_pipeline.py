@@ -15,6 +15,7 @@ import psutil
 import pytest
 from whisper_normalizer.english import EnglishTextNormalizer
 
+from pipeline.loadtest.runner import SpawnedPipeline
 from tests.conftest import running
 from tests.data import JFK, JFK_TEXT, STREAM_HEAD, STREAMS
 from tests.helpers import timeout
@@ -24,44 +25,18 @@ normalize = EnglishTextNormalizer()
 PIPELINE = [sys.executable, "-m", "pipeline"]
 
 
-class RunningPipeline:
+class RunningPipeline(SpawnedPipeline):
+    """The loadtest's spawned pipeline, remembering its children so that none outlives a test."""
+
     def __init__(self, tmp_path: Path, *args: str) -> None:
-        self.log = open(tmp_path / "pipeline.log", "w+")
-        self.proc = subprocess.Popen(
-            [*PIPELINE, "run", "--port", "0", "--worker-endpoint", "tcp://127.0.0.1:*", *args],
-            stdout=subprocess.PIPE, stderr=self.log, text=True,
-        )
-        self.url = ""
-        deadline = time.monotonic() + timeout(120)
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if "listening on" in line:
-                self.url = line.split("listening on ", 1)[1].strip()
-            if "pipeline: ready" in line:
-                break
-            if time.monotonic() > deadline:
-                break
-        if not self.url or self.proc.poll() is not None:
-            self.stop()
-            raise RuntimeError(f"pipeline did not start: {self.logs()}")
+        super().__init__(None, tmp_path / "pipeline.log", ready_timeout_s=timeout(120), args=args)
         self.children = [c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)]
 
-    def logs(self) -> str:
-        self.log.seek(0)
-        return self.log.read()[-4000:]
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout(30))
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        for pid in getattr(self, "children", []):  # tests stop every process they start
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        code = super().stop(timeout(timeout_s))
+        for pid in self.children:  # tests stop every process they start
             if running(pid):
                 os.kill(pid, signal.SIGKILL)
-        self.log.close()
         return code
 
 
@@ -124,7 +99,7 @@ def test_sigterm_exits_cleanly_without_orphans(tmp_path):
     assert len(p.children) >= 2
     children = list(p.children)
     p.children = []  # let stop() only signal; the check below is the test
-    code = p.stop(signal.SIGTERM)
+    code = p.stop()
     assert code == 0, p.logs()
     # Workers are gone by the time the parent exits; multiprocessing's resource tracker
     # follows as soon as it sees its pipe close.
