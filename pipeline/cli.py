@@ -38,8 +38,9 @@ def _load_config(path: str | None) -> config_mod.Config:
 @click.option("--workers", type=int, help="Local worker processes [workers.count; default: one per core].")
 @click.option("--model", help='"bundled" (tiny.en), a faster-whisper model name, or a model folder [workers.model].')
 @click.option("--worker-endpoint", help="ZeroMQ endpoint workers connect to [dispatcher.worker_endpoint].")
+@click.option("--job-endpoint", help='ZeroMQ endpoint for `pipeline transcribe --connect`; "" for none [dispatcher.job_endpoint].')
 def run(config_path: str | None, host: str | None, port: int | None, workers: int | None,
-        model: str | None, worker_endpoint: str | None) -> None:
+        model: str | None, worker_endpoint: str | None, job_endpoint: str | None) -> None:
     """Start the ingest, the dispatcher and the worker pool on this machine."""
     from . import service
 
@@ -47,7 +48,7 @@ def run(config_path: str | None, host: str | None, port: int | None, workers: in
     try:
         cfg = config_mod.override(cfg, "server", host=host, port=port)
         cfg = config_mod.override(cfg, "workers", count=workers, model=model)
-        cfg = config_mod.override(cfg, "dispatcher", worker_endpoint=worker_endpoint)
+        cfg = config_mod.override(cfg, "dispatcher", worker_endpoint=worker_endpoint, job_endpoint=job_endpoint)
         if cfg.workers.model not in ("fake",):
             from workers.engine import resolve_model
 
@@ -149,3 +150,87 @@ def loadtest(url: str | None, corpus: str, clients: int, speed: float, duration:
         raise click.ClickException(str(exc)) from None
     if "steps" not in result and (result["errors"] or result["utterances"]["lost"]):
         sys.exit(EXIT_SERVER_ERROR)
+
+
+#: `pipeline transcribe` exits with the number of files that failed, capped here (the
+#: shell reserves 126 and up).
+EXIT_MAX_FAILED = 125
+EXIT_INTERRUPTED = 130
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Folder for the transcripts (folders given as PATH keep their layout). Default: next to each file.")
+@click.option("--format", "formats_", default="txt", show_default=True,
+              help="Comma-separated output formats: txt, srt, vtt, json.")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes to spawn [workers.count; default: one per core].")
+@click.option("--connect", help="Send the work to a running `pipeline run` at this job endpoint, e.g. tcp://127.0.0.1:5556.")
+@click.option("--parallel", type=click.IntRange(min=1),
+              help="Chunks in flight at once. Default: the spawned workers' count; with --connect, 2.")
+@click.option("--language", default="en", show_default=True, help="Language of the speech (multilingual models).")
+@click.option("--word-timestamps", is_flag=True, help="Put each word's start and end in the json output.")
+@click.option("--skip-existing", is_flag=True, help="Skip files whose outputs all exist (resumes an interrupted run).")
+@click.option("--model", help='"bundled" (tiny.en), a faster-whisper model name, or a model folder [workers.model].')
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+def transcribe(paths: tuple[str, ...], out_dir: str | None, formats_: str, workers: int | None, connect: str | None,
+               parallel: int | None, language: str, word_timestamps: bool, skip_existing: bool, model: str | None,
+               config_path: str | None) -> None:
+    """Transcribe recordings (files, or folders searched recursively) through the worker pool.
+
+    Exits with the number of files that failed (0 when all went well), 130 if interrupted.
+    """
+    import logging
+    import time
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from . import formats, transcribe as tr
+    from .transcribe_view import View, summary
+
+    wanted = tuple(dict.fromkeys(f.strip().lower() for f in formats_.split(",") if f.strip()))
+    unknown = [f for f in wanted if f not in formats.FORMATS]
+    if unknown or not wanted:
+        raise click.BadParameter(f"unknown format(s) {', '.join(unknown) or '(none)'}; "
+                                 f"choose from {', '.join(formats.FORMATS)}", param_hint="--format")
+    cfg = _load_config(config_path)
+    try:
+        cfg = config_mod.override(cfg, "workers", count=workers, model=model)
+        if not connect and cfg.workers.model != "fake":
+            from workers.engine import resolve_model
+
+            resolve_model(cfg.workers.model)
+    except PipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    console = Console(stderr=True)
+    inputs, problems = tr.find_inputs(paths)
+    for p in problems:
+        console.print(f"[red]failed[/red]: {p.input.path}: {p.reason}", highlight=False, soft_wrap=True)
+    if not inputs:
+        console.print("nothing to transcribe", highlight=False)
+        sys.exit(min(len(problems), EXIT_MAX_FAILED))
+    options = tr.Options(out_dir=Path(out_dir) if out_dir else None, formats=wanted, language=language,
+                         word_timestamps=word_timestamps, skip_existing=skip_existing,
+                         parallel=parallel or (2 if connect else max(1, cfg.workers.resolved_count())))
+    total_s = sum(tr.probe_duration(i.path) for i in inputs)
+
+    async def go() -> tuple[list[tr.Outcome], int]:
+        stop = asyncio.Event()
+        tr.install_stop(stop)
+        with View(console, len(inputs), total_s) as view:
+            outcomes = await tr.transcribe(cfg, inputs, options, connect, view.update, stop)
+        return outcomes, int(stop.is_set())
+
+    t0 = time.monotonic()
+    try:
+        outcomes, interrupted = asyncio.run(go())
+    except PipelineError as exc:
+        console.print(f"error: {exc}", highlight=False)
+        sys.exit(min(len(inputs) + len(problems), EXIT_MAX_FAILED))
+    summary(console, problems + outcomes, time.monotonic() - t0, sum(o.chunks for o in outcomes if o.status == "done"))
+    if interrupted:
+        sys.exit(EXIT_INTERRUPTED)
+    failed = len(problems) + sum(o.status == "failed" for o in outcomes)
+    sys.exit(min(failed, EXIT_MAX_FAILED))

@@ -38,6 +38,8 @@ class DispatcherConfig:
     """The ZeroMQ broker between the ingest and the workers."""
 
     worker_endpoint: str = "tcp://127.0.0.1:5555"
+    job_endpoint: str = "tcp://127.0.0.1:5556"
+    live_reserve_s: float = 10.0
     heartbeat_interval_s: float = 1.0
     heartbeat_liveness: int = 3
     max_attempts: int = 3
@@ -84,6 +86,16 @@ class SegmenterConfig:
 
 
 @dataclass(frozen=True)
+class BatchConfig:
+    """``pipeline transcribe``: how recordings are cut into chunks for the workers."""
+
+    max_chunk_s: float = 29.0
+    max_gap_s: float = 0.3
+    prompt_chars: int = 300
+    reply_timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one pipeline."""
 
@@ -91,6 +103,7 @@ class Config:
     dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
 
 
 def _check_type(default: Any, value: Any, what: str) -> Any:
@@ -175,6 +188,10 @@ def validate(config: Config, source: str = "<config>") -> None:
         raise ConfigError(f"{source} [workers]: window_tail_s must be >= 0 and window_quantum_s > 0")
     if w.beam_size < 1 or w.partial_beam_size < 1:
         raise ConfigError(f"{source} [workers]: beam sizes must be >= 1")
+    b = config.batch
+    if not 1.0 <= b.max_chunk_s <= 30.0 or b.max_gap_s < 0 or b.prompt_chars < 0 or b.reply_timeout_s <= 0:
+        raise ConfigError(f"{source} [batch]: max_chunk_s must be 1..30, max_gap_s and prompt_chars >= 0, "
+                          "reply_timeout_s > 0")
     s = config.segmenter
     if not 0.0 < s.vad_threshold < 1.0:
         raise ConfigError(f"{source} [segmenter]: vad_threshold must be between 0 and 1")

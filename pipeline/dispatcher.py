@@ -1,7 +1,8 @@
 """The dispatcher: a ZeroMQ ROUTER-to-ROUTER broker around :class:`~pipeline.core.scheduler.Scheduler`.
 
 * The **client side** (a ROUTER) takes JOB messages from the ingest (over ``inproc``) and
-  returns each RESULT to the client that sent the job, by its identity.
+  from ``pipeline transcribe --connect`` (over ``job_endpoint``), and returns each RESULT
+  to the client that sent the job, by its identity.
 * The **worker side** (a ROUTER with ``ROUTER_MANDATORY``) talks to DEALER workers: READY,
   JOB, RESULT, HEARTBEAT and DISCONNECT, as in docs/architecture.md.
 
@@ -41,7 +42,8 @@ class Dispatcher:
     def __init__(self, ctx: zmq.asyncio.Context, config: DispatcherConfig, client_endpoint: str) -> None:
         self.config = config
         self.scheduler = Scheduler(
-            config.heartbeat_interval_s, config.heartbeat_liveness, config.max_attempts, config.max_queued_jobs
+            config.heartbeat_interval_s, config.heartbeat_liveness, config.max_attempts, config.max_queued_jobs,
+            config.live_reserve_s,
         )
         self.clients = ctx.socket(zmq.ROUTER)
         self.workers = ctx.socket(zmq.ROUTER)
@@ -53,6 +55,10 @@ class Dispatcher:
         self.clients.bind(client_endpoint)
         self.workers.bind(config.worker_endpoint)
         self.worker_endpoint = self.workers.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.job_endpoint = ""
+        if config.job_endpoint:  # for `pipeline transcribe --connect`: same socket, one more endpoint
+            self.clients.bind(config.job_endpoint)
+            self.job_endpoint = self.clients.getsockopt_string(zmq.LAST_ENDPOINT)
         self.malformed = 0
         self.jobs_done = 0
         # Where the workers' time goes, by job kind: {"final": [jobs, decode seconds], ...}
@@ -102,7 +108,7 @@ class Dispatcher:
             self.malformed += 1
             log.warning("dropped a malformed message from client %r: %s", client, exc)
             return
-        if not self.scheduler.submit(client, job):
+        if not self.scheduler.submit(client, job, now):
             self._reply(client, {"job_id": job.job_id, "attempt": 0, "text": "", "error": "queue full"})
 
     def _on_worker(self, identity: bytes, frames: list[bytes], now: float) -> None:
@@ -145,7 +151,7 @@ class Dispatcher:
             self._send_worker(identity, wire.encode(wire.Command.HEARTBEAT))
 
     def _dispatch(self) -> None:
-        for identity, _, job in self.scheduler.assignments():
+        for identity, _, job in self.scheduler.assignments(time.monotonic()):
             self._send_worker(identity, wire.encode_job(job))
 
     def _report_failures(self) -> None:

@@ -14,7 +14,8 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+import dataclasses
+from collections.abc import AsyncIterator, Callable
 
 import zmq
 import zmq.asyncio
@@ -61,7 +62,8 @@ async def serve(
         dispatcher = Dispatcher(ctx, config.dispatcher, JOBS_ENDPOINT)
     except zmq.ZMQError as exc:
         ctx.destroy(linger=0)
-        raise PipelineError(f"cannot bind the worker endpoint {config.dispatcher.worker_endpoint}: {exc}") from None
+        raise PipelineError(f"cannot bind the worker endpoint {config.dispatcher.worker_endpoint} "
+                            f"or the job endpoint {config.dispatcher.job_endpoint}: {exc}") from None
     ingest = Ingest(config, ctx, JOBS_ENDPOINT, _vad_factory(config), lambda: dispatcher.ready_workers)
     try:
         await ingest.start()
@@ -77,6 +79,8 @@ async def serve(
     url = f"ws://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{ingest.port}{STREAM_PATH}"
     announce(f"pipeline: listening on {url}")
     announce(f"pipeline: workers connect to {dispatcher.worker_endpoint}; starting {count} local worker(s)")
+    if dispatcher.job_endpoint:
+        announce(f"pipeline: batch jobs on {dispatcher.job_endpoint}")
     tasks = [
         asyncio.create_task(dispatcher.run(), name="dispatcher"),
         asyncio.create_task(ingest.gateway(), name="gateway"),
@@ -117,6 +121,42 @@ async def serve(
         ctx.term()
         announce(f"pipeline: stopped; {dispatcher.summary()}")
     return code
+
+
+@contextlib.asynccontextmanager
+async def local_pool(config: Config, ctx: zmq.asyncio.Context, client_endpoint: str,
+                     ready_timeout_s: float = 300.0) -> AsyncIterator[Dispatcher]:
+    """A dispatcher and its worker processes, without the ingest: for ``pipeline transcribe``.
+
+    Workers connect over loopback on a free port. Yields once every worker is ready;
+    stops them all on the way out, whatever happened.
+
+    Raises:
+        PipelineError: no worker could start, or not all were ready in time.
+    """
+    dcfg = dataclasses.replace(config.dispatcher, worker_endpoint="tcp://127.0.0.1:*", job_endpoint="")
+    dispatcher = Dispatcher(ctx, dcfg, client_endpoint)
+    count = max(1, config.workers.resolved_count())
+    supervisor = Supervisor(config, local_endpoint(dispatcher.worker_endpoint), count, logging.WARNING)
+    supervisor.start()
+    tasks = [asyncio.create_task(dispatcher.run(), name="dispatcher"),
+             asyncio.create_task(supervisor.watch(), name="supervisor")]
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while dispatcher.ready_workers < count:
+            if why := supervisor.cannot_start():
+                raise PipelineError(why)
+            if time.monotonic() > deadline:
+                raise PipelineError(f"only {dispatcher.ready_workers} of {count} workers were ready "
+                                    f"after {ready_timeout_s:.0f} s")
+            await asyncio.sleep(0.05)
+        yield dispatcher
+    finally:
+        await supervisor.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        dispatcher.close()
 
 
 def run(config: Config) -> int:

@@ -45,10 +45,12 @@ class Supervisor:
         config: the pipeline config, passed whole to each worker.
         endpoint: the dispatcher's worker endpoint the workers connect to.
         count: how many processes to keep.
+        log_level: the workers' logging level.
     """
 
-    def __init__(self, config: Config, endpoint: str, count: int) -> None:
+    def __init__(self, config: Config, endpoint: str, count: int, log_level: int = logging.INFO) -> None:
         self.config = config
+        self.log_level = log_level
         self.endpoint = endpoint
         self.ctx = multiprocessing.get_context("spawn")
         self.slots = [_Slot(f"worker-{i}") for i in range(count)]
@@ -66,7 +68,8 @@ class Supervisor:
         from workers.worker import main
 
         slot.process = self.ctx.Process(
-            target=main, name=slot.name, args=(self.endpoint, self.config, slot.name, os.getpid()), daemon=False
+            target=main, name=slot.name, args=(self.endpoint, self.config, slot.name, os.getpid(), self.log_level),
+            daemon=False
         )
         slot.process.start()
         slot.started_at = time.monotonic()

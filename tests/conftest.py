@@ -76,7 +76,7 @@ class ThreadedPipeline:
 def fake_config(**workers) -> Config:
     return Config(
         server=ServerConfig(port=0, max_sessions=4, shutdown_timeout_s=5.0),
-        dispatcher=DispatcherConfig(worker_endpoint="tcp://127.0.0.1:*", heartbeat_interval_s=0.25),
+        dispatcher=DispatcherConfig(worker_endpoint="tcp://127.0.0.1:*", job_endpoint="", heartbeat_interval_s=0.25),
         workers=replace(WorkersConfig(model="fake", count=2, fake_delay_ms=20), **workers),
     )
 

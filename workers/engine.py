@@ -76,6 +76,8 @@ class WhisperEngine:
         the new utterance in context; the prefix is cut from what is returned, and times
         are made relative to the new utterance.
         """
+        if options.get("batch"):
+            return self._decode_chunk(audio, options)
         prefix = str(options.get("prefix") or "").strip()
         context_s = float(options.get("context_s") or 0.0) if prefix else 0.0
         window = options.get("window") or self.config.encoder_window
@@ -103,8 +105,6 @@ class WhisperEngine:
         enough trailing silence (``window_tail_s``) to know the speech has ended, or it
         loops and repeats itself (docs/performance.md has the measurements).
         """
-        from faster_whisper.tokenizer import Tokenizer
-
         cfg = self.config
         window_s = min(30.0, math.ceil((len(audio) / SAMPLE_RATE + cfg.window_tail_s) / cfg.window_quantum_s)
                        * cfg.window_quantum_s)
@@ -114,11 +114,7 @@ class WhisperEngine:
         if features.shape[1] < frames:
             features = np.pad(features, ((0, 0), (0, frames - features.shape[1])))
         encoded = self.model.encode(features)
-        language = "en" if not self.model.model.is_multilingual else (options.get("language") or "en")
-        tokenizer = self._tokenizers.get(language)
-        if tokenizer is None:
-            tokenizer = self._tokenizers[language] = Tokenizer(
-                self.model.hf_tokenizer, self.model.model.is_multilingual, task="transcribe", language=language)
+        tokenizer = self._tokenizer(options)
         prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
         forced = tokenizer.encode(" " + prefix)[:200] if prefix else []
         result = self.model.model.generate(
@@ -134,6 +130,54 @@ class WhisperEngine:
         text = tokenizer.decode([t for t in tokens if t < tokenizer.eot]).strip()
         duration = round(len(audio) / SAMPLE_RATE - float(options.get("context_s") or 0.0), 3)
         return {"text": text, "segments": [{"start": 0.0, "end": duration, "text": text}]}
+
+    def _decode_chunk(self, audio: np.ndarray, options: dict[str, Any]) -> dict[str, Any]:
+        """Decode one chunk of a recording (``pipeline transcribe``), with word times.
+
+        One pass on the 30 s window without timestamp tokens, prompted with the text
+        before the chunk, as offline transcription conditions on previous text; word
+        times then come from cross-attention alignment (what faster-whisper's
+        ``word_timestamps`` does), which costs a fraction of a decode. A single pass is
+        deliberate: in timestamp mode Whisper often stops at a timestamp before the end
+        of the window and expects to be called again from there (docs/performance.md).
+        """
+        from faster_whisper.transcribe import merge_punctuations
+
+        features = self.model.feature_extractor(audio, padding=max(0, 30 * SAMPLE_RATE - len(audio)))[:, :3000]
+        encoded = self.model.encode(features)
+        tokenizer = self._tokenizer(options)
+        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        earlier = str(options.get("prompt") or "").strip()
+        if earlier:  # as faster-whisper's previous text: after <|startofprev|>, at most 223 tokens
+            prompt = [tokenizer.sot_prev, *tokenizer.encode(" " + earlier)[-223:], *prompt]
+        result = self.model.model.generate(
+            encoded, [prompt],
+            beam_size=int(options.get("beam_size", self.default_beam)),
+            max_length=448,
+            suppress_blank=True,
+            suppress_tokens=self._suppressed(tokenizer),
+        )[0]
+        tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+        text = tokenizer.decode(tokens).strip()
+        words: list[dict[str, Any]] = []
+        if tokens:
+            frames = min(3000, len(audio) // self.model.feature_extractor.hop_length)
+            alignment = self.model.find_alignment(tokenizer, [tokens], encoded, frames)[0]
+            merge_punctuations(alignment, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
+            words = [{"word": w["word"].strip(), "start": round(float(w["start"]), 3), "end": round(float(w["end"]), 3),
+                      "probability": round(float(w["probability"]), 3)} for w in alignment if w["word"].strip()]
+        return {"text": text, "words": words,
+                "segments": [{"start": 0.0, "end": round(len(audio) / SAMPLE_RATE, 3), "text": text}]}
+
+    def _tokenizer(self, options: dict[str, Any]) -> Any:
+        from faster_whisper.tokenizer import Tokenizer
+
+        language = "en" if not self.model.model.is_multilingual else (options.get("language") or "en")
+        tokenizer = self._tokenizers.get(language)
+        if tokenizer is None:
+            tokenizer = self._tokenizers[language] = Tokenizer(
+                self.model.hf_tokenizer, self.model.model.is_multilingual, task="transcribe", language=language)
+        return tokenizer
 
     def _suppressed(self, tokenizer: Any) -> list[int]:
         if self._suppress is None:

@@ -194,9 +194,10 @@ class Worker:
         return busy
 
 
-def main(endpoint: str, config: Config, name: str, parent_pid: int | None = None) -> int:
+def main(endpoint: str, config: Config, name: str, parent_pid: int | None = None, log_level: int = logging.INFO) -> int:
     """Entry point of a spawned worker process."""
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s")
+    logging.basicConfig(level=log_level, format=f"%(asctime)s {name} %(levelname)s %(message)s")
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # it logs every decode's duration
     # Ctrl-C reaches the whole process group; the supervisor decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     worker = Worker(endpoint, config, name, parent_pid)

@@ -47,6 +47,9 @@ class Scheduler:
         liveness: missed intervals after which a worker is dead.
         max_attempts: dispatches of one job before it is failed.
         max_queued: jobs that may wait; beyond this :meth:`submit` refuses.
+        live_reserve_s: for this long after the last live (final or partial) job, batch
+            work leaves one ready worker free, so that a live final does not wait for a
+            batch decode to finish (a batch chunk takes a second or more).
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class Scheduler:
         liveness: int = 3,
         max_attempts: int = 3,
         max_queued: int = 10000,
+        live_reserve_s: float = 10.0,
     ) -> None:
         self.expiry_s = heartbeat_interval_s * liveness
         self.max_attempts = max_attempts
@@ -64,6 +68,8 @@ class Scheduler:
         self.queues: dict[Priority, collections.OrderedDict[str, tuple[bytes, Job]]] = {
             p: collections.OrderedDict() for p in Priority
         }
+        self.live_reserve_s = live_reserve_s
+        self.live_at = float("-inf")  # when the last live job was submitted
         self.failures: list[Failure] = []
         self.replaced = 0
         self.retried = 0
@@ -106,14 +112,18 @@ class Scheduler:
 
     # -- jobs --------------------------------------------------------------------
 
-    def submit(self, client: bytes, job: Job) -> bool:
+    def submit(self, client: bytes, job: Job, now: float | None = None) -> bool:
         """Queue a job. A queued job with the same key is replaced in place.
+
+        ``now`` (any monotonic clock) marks live traffic for the batch reserve.
 
         Returns:
             False if the queue is full and the job was refused.
         """
         queue = self.queues[job.priority]
         slot = _slot(job)
+        if now is not None and job.priority != Priority.BATCH:
+            self.live_at = now
         if job.priority == Priority.FINAL and job.key:
             # The final covers all of the utterance: a queued partial of it is moot.
             if self.queues[Priority.PARTIAL].pop(job.key, None) is not None:
@@ -140,14 +150,18 @@ class Scheduler:
         worker.client = b""
         return client, job
 
-    def assignments(self) -> list[tuple[bytes, bytes, Job]]:
+    def assignments(self, now: float | None = None) -> list[tuple[bytes, bytes, Job]]:
         """Pair queued jobs with ready workers, best priority first.
 
         Returns:
             (worker identity, client identity, job) for each job to send now.
         """
         out: list[tuple[bytes, bytes, Job]] = []
+        live = now is not None and now - self.live_at < self.live_reserve_s
         while self.ready:
+            if (live and len(self.ready) == 1 and len(self.workers) > 1
+                    and not self.queues[Priority.FINAL] and not self.queues[Priority.PARTIAL]):
+                break  # the last ready worker stays free for live streams
             picked = self._pop_next()
             if picked is None:
                 break

@@ -148,19 +148,23 @@ class SpawnedPipeline:
 
     def __init__(self, config: str | None, log_path: Path, ready_timeout_s: float = 180.0,
                  args: Sequence[str] = ()) -> None:
-        cmd = [sys.executable, "-m", "pipeline", "run", "--port", "0", "--worker-endpoint", "tcp://127.0.0.1:*", *args]
+        cmd = [sys.executable, "-m", "pipeline", "run", "--port", "0", "--worker-endpoint", "tcp://127.0.0.1:*",
+               "--job-endpoint", "tcp://127.0.0.1:*", *args]
         if config:
             cmd += ["--config", config]
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.url = ""
+        self.job_endpoint = ""  # for `pipeline transcribe --connect`
         self.tail = ""
         deadline = time.monotonic() + ready_timeout_s
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             if m := re.search(r"listening on (\S+)", line):
                 self.url = m.group(1)
+            if m := re.search(r"batch jobs on (\S+)", line):
+                self.job_endpoint = m.group(1)
             if "pipeline: ready" in line or time.monotonic() > deadline:
                 break
         if not self.url or self.proc.poll() is not None:

@@ -133,7 +133,7 @@ def test_loadtest_spawned_with_the_real_model(tmp_path):
 def test_workers_that_cannot_start_stop_the_run_with_a_clear_message(tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text('[workers]\ncount = 1\ncompute_type = "no-such-type"\n')
-    out = subprocess.run([*PIPELINE, "run", "--port", "0", "--worker-endpoint", "tcp://127.0.0.1:*",
+    out = subprocess.run([*PIPELINE, "run", "--port", "0", "--worker-endpoint", "tcp://127.0.0.1:*", "--job-endpoint", "",
                           "--config", str(config)], capture_output=True, text=True, timeout=timeout(120))
     assert out.returncode == 1
     assert "no worker could start" in out.stdout, out.stdout + out.stderr[-2000:]
@@ -147,7 +147,7 @@ def test_busy_port_fails_fast_with_a_clear_message():
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        out = subprocess.run([*PIPELINE, "run", "--port", str(port), "--worker-endpoint", "tcp://127.0.0.1:*"],
+        out = subprocess.run([*PIPELINE, "run", "--port", str(port), "--worker-endpoint", "tcp://127.0.0.1:*", "--job-endpoint", ""],
                              capture_output=True, text=True, timeout=timeout(60))
     assert out.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in out.stderr

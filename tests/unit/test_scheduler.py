@@ -109,3 +109,46 @@ def test_ready_while_holding_a_job_requeues_it():
     s.worker_ready(b"w", 0.1)  # restarted and forgot the job
     ((_, _, j),) = s.assignments()
     assert j.job_id == "a" and j.attempt == 2
+
+
+def test_batch_work_leaves_a_worker_free_while_live_streams_are_active():
+    s = Scheduler(live_reserve_s=10.0)
+    for w in (b"w1", b"w2"):
+        s.worker_ready(w, 0.0)
+    s.submit(b"c", job("f1"), now=100.0)
+    assert [j.job_id for _, _, j in s.assignments(now=100.0)] == ["f1"]
+    s.submit(b"t", job("b1", Priority.BATCH), now=101.0)
+    s.submit(b"t", job("b2", Priority.BATCH), now=101.0)
+    assert s.assignments(now=101.0) == []  # w2 is the last ready worker: kept for live work
+    s.result(b"w1", "f1", 1)
+    s.worker_ready(b"w1", 101.5)
+    ((batch_worker, _, b1),) = s.assignments(now=101.5)  # one of the two may take batch work
+    assert b1.job_id == "b1"
+    # A live final that arrives now finds the other worker free.
+    s.submit(b"c", job("f2"), now=102.0)
+    ((final_worker, _, f2),) = s.assignments(now=102.0)
+    assert f2.job_id == "f2" and final_worker != batch_worker
+
+
+def test_batch_work_takes_every_worker_when_no_live_stream_was_seen_lately():
+    s = Scheduler(live_reserve_s=10.0)
+    s.submit(b"c", job("f0"), now=0.0)  # long ago
+    for w in (b"w1", b"w2"):
+        s.worker_ready(w, 0.0)
+    s.assignments(now=0.0)
+    s.result(b"w1", "f0", 1)
+    s.worker_ready(b"w1", 1.0)
+    s.submit(b"t", job("b1", Priority.BATCH), now=20.0)
+    s.submit(b"t", job("b2", Priority.BATCH), now=20.0)
+    assert len(s.assignments(now=20.0)) == 2
+
+
+def test_a_single_worker_is_shared_with_batch_work():
+    s = Scheduler(live_reserve_s=10.0)
+    s.worker_ready(b"w1", 0.0)
+    s.submit(b"c", job("p1", Priority.PARTIAL, key="u"), now=5.0)
+    s.assignments(now=5.0)
+    s.result(b"w1", "p1", 1)
+    s.worker_ready(b"w1", 5.5)
+    s.submit(b"t", job("b1", Priority.BATCH), now=6.0)
+    assert [j.job_id for _, _, j in s.assignments(now=6.0)] == ["b1"]  # nothing to reserve with one worker
