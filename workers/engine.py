@@ -251,8 +251,9 @@ class FakeEngine:
         duration = len(audio) / SAMPLE_RATE - float(options.get("context_s") or 0.0)
         text = f"speech of {duration:.2f} seconds"
         result: dict[str, Any] = {"text": text, "segments": [{"start": 0.0, "end": round(duration, 3), "text": text}]}
-        if options.get("word_timestamps"):
-            result["words"] = [{"word": "speech", "start": 0.0, "end": round(duration, 3), "probability": 1.0}]
+        if options.get("word_timestamps") or options.get("batch"):
+            result["words"] = [{"word": w, "start": round(duration * i / 4, 3), "end": round(duration * (i + 1) / 4, 3),
+                                "probability": 1.0} for i, w in enumerate(text.split())]
         return result
 
 
