@@ -39,14 +39,17 @@ def _load_config(path: str | None) -> config_mod.Config:
 @click.option("--model", help='"bundled" (tiny.en), a faster-whisper model name, or a model folder [workers.model].')
 @click.option("--worker-endpoint", help="ZeroMQ endpoint workers connect to [dispatcher.worker_endpoint].")
 @click.option("--job-endpoint", help='ZeroMQ endpoint for `pipeline transcribe --connect`; "" for none [dispatcher.job_endpoint].')
+@click.option("--max-audio-rate", type=click.FloatRange(min=0),
+              help="Fastest a client may stream, × real time, sustained; 0: no limit [server.max_audio_rate].")
 def run(config_path: str | None, host: str | None, port: int | None, workers: int | None,
-        model: str | None, worker_endpoint: str | None, job_endpoint: str | None) -> None:
+        model: str | None, worker_endpoint: str | None, job_endpoint: str | None,
+        max_audio_rate: float | None) -> None:
     """Start the ingest, the dispatcher and the worker pool on this machine."""
     from . import service
 
     cfg = _load_config(config_path)
     try:
-        cfg = config_mod.override(cfg, "server", host=host, port=port)
+        cfg = config_mod.override(cfg, "server", host=host, port=port, max_audio_rate=max_audio_rate)
         cfg = config_mod.override(cfg, "workers", count=workers, model=model)
         cfg = config_mod.override(cfg, "dispatcher", worker_endpoint=worker_endpoint, job_endpoint=job_endpoint)
         if cfg.workers.model not in ("fake",):

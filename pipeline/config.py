@@ -31,6 +31,11 @@ class ServerConfig:
     max_message_bytes: int = 1 << 20
     level_interval_ms: int = 100
     shutdown_timeout_s: float = 10.0
+    max_unread_messages: int = 5000
+    max_audio_rate: float = 4.0
+    audio_burst_s: float = 30.0
+    max_session_s: float = 14400.0
+    idle_timeout_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,8 @@ class DispatcherConfig:
     worker_endpoint: str = "tcp://127.0.0.1:5555"
     job_endpoint: str = "tcp://127.0.0.1:5556"
     live_reserve_s: float = 10.0
+    job_deadline_s: float = 120.0
+    queue_deadline_s: float = 30.0
     heartbeat_interval_s: float = 1.0
     heartbeat_liveness: int = 3
     max_attempts: int = 3
@@ -64,6 +71,7 @@ class WorkersConfig:
     window_tail_s: float = 8.0
     window_quantum_s: float = 2.0
     fake_delay_ms: int = 50
+    fake_stall_s: float = 0.0
 
     def resolved_count(self) -> int:
         """The number of worker processes, with ``"auto"`` meaning one per usable core."""
@@ -188,6 +196,12 @@ def validate(config: Config, source: str = "<config>") -> None:
         raise ConfigError(f"{source} [workers]: window_tail_s must be >= 0 and window_quantum_s > 0")
     if w.beam_size < 1 or w.partial_beam_size < 1:
         raise ConfigError(f"{source} [workers]: beam sizes must be >= 1")
+    sv = config.server
+    if min(sv.max_audio_rate, sv.audio_burst_s, sv.max_session_s, sv.idle_timeout_s) < 0 or sv.max_unread_messages < 1:
+        raise ConfigError(f"{source} [server]: limits must be >= 0 (0 turns one off) and max_unread_messages >= 1")
+    d = config.dispatcher
+    if d.job_deadline_s < 0 or d.queue_deadline_s < 0:
+        raise ConfigError(f"{source} [dispatcher]: job_deadline_s and queue_deadline_s must be >= 0 (0: none)")
     b = config.batch
     if not 1.0 <= b.max_chunk_s <= 30.0 or b.max_gap_s < 0 or b.prompt_chars < 0 or b.reply_timeout_s <= 0:
         raise ConfigError(f"{source} [batch]: max_chunk_s must be 1..30, max_gap_s and prompt_chars >= 0, "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -37,10 +38,14 @@ class Dispatcher:
         ctx: the asyncio ZeroMQ context shared with the ingest (for ``inproc``).
         config: endpoints and heartbeat settings.
         client_endpoint: where job clients connect (the ingest uses ``inproc``).
+        on_hung: called with a worker's READY info (``pid``, ``name``) when its job ran
+            past ``job_deadline_s``, so that the supervisor can kill and replace it.
     """
 
-    def __init__(self, ctx: zmq.asyncio.Context, config: DispatcherConfig, client_endpoint: str) -> None:
+    def __init__(self, ctx: zmq.asyncio.Context, config: DispatcherConfig, client_endpoint: str,
+                 on_hung: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.config = config
+        self.on_hung = on_hung
         self.scheduler = Scheduler(
             config.heartbeat_interval_s, config.heartbeat_liveness, config.max_attempts, config.max_queued_jobs,
             config.live_reserve_s,
@@ -61,6 +66,7 @@ class Dispatcher:
             self.job_endpoint = self.clients.getsockopt_string(zmq.LAST_ENDPOINT)
         self.malformed = 0
         self.jobs_done = 0
+        self.hung = 0
         # Where the workers' time goes, by job kind: {"final": [jobs, decode seconds], ...}
         self.decode_by_kind: dict[str, list[float]] = {p.name.lower(): [0, 0.0] for p in wire.Priority}
         self._closed = False
@@ -147,6 +153,19 @@ class Dispatcher:
     def _heartbeat(self, now: float) -> None:
         for identity in self.scheduler.expire(now):
             log.warning("worker %r missed its heartbeats; declared dead", identity)
+        deadline = self.config.job_deadline_s
+        for worker in self.scheduler.overdue(now, deadline):
+            assert worker.job is not None
+            log.error("worker %s (pid %s) ran job %s past its %g s deadline; replacing it",
+                      worker.info.get("name"), worker.info.get("pid"), worker.job.job_id, deadline)
+            self.hung += 1
+            self.scheduler.worker_gone(worker.identity, f"the worker ran past the {deadline:g} s job deadline")
+            self._send_worker(worker.identity, wire.encode(wire.Command.DISCONNECT))
+            if self.on_hung is not None:
+                self.on_hung(dict(worker.info))
+        if expired := self.scheduler.expire_queued(now, self.config.queue_deadline_s):
+            log.error("%d job(s) waited more than %g s for a worker; their clients were told",
+                      expired, self.config.queue_deadline_s)
         for identity in list(self.scheduler.workers):
             self._send_worker(identity, wire.encode(wire.Command.HEARTBEAT))
 
@@ -179,7 +198,8 @@ class Dispatcher:
                           for kind, (n, secs) in self.decode_by_kind.items() if n)
         s = self.scheduler
         return (f"jobs done: {self.jobs_done}; decode time by kind: {kinds or 'none'}; "
-                f"partials replaced while queued: {s.replaced}; retried: {s.retried}; malformed: {self.malformed}")
+                f"partials replaced while queued: {s.replaced}; retried: {s.retried}; hung workers replaced: "
+                f"{self.hung}; malformed: {self.malformed}")
 
     def close(self) -> None:
         self._closed = True

@@ -32,6 +32,8 @@ from websockets.http11 import Request, Response
 
 from .config import Config
 from .core import wire
+from .core import protocol
+from .core.limits import ConnectionLimits, Violation
 from .core.segmenter import VadFn
 from .core.session import Session, State
 from .errors import ProtocolError
@@ -39,18 +41,18 @@ from .errors import ProtocolError
 log = logging.getLogger("pipeline.ingest")
 
 STREAM_PATH = "/v1/stream"
-#: Replies a client may leave unread before it is disconnected (it is not reading).
-MAX_OUTBOX = 5000
 
 
 class _Connection:
-    """A client connection: its session and its outgoing queue."""
+    """A client connection: its session, its limits and its outgoing queue."""
 
-    def __init__(self, ws: ServerConnection, session: Session, level_interval_s: float) -> None:
+    def __init__(self, ws: ServerConnection, session: Session, config: Config) -> None:
         self.ws = ws
         self.session = session
+        self.limits = ConnectionLimits(config.server, time.monotonic())
         self.outbox: asyncio.Queue[str | None] = asyncio.Queue()
-        self.level_interval_s = level_interval_s
+        self.max_unread = config.server.max_unread_messages
+        self.level_interval_s = config.server.level_interval_ms / 1000
         self._last_level = 0.0
         self.overflowed = False
         self.writer: asyncio.Task[None] | None = None
@@ -61,7 +63,7 @@ class _Connection:
             if now - self._last_level < self.level_interval_s:
                 return  # at most ~10 level messages a second, however fast audio arrives
             self._last_level = now
-        if self.outbox.qsize() >= MAX_OUTBOX:
+        if self.outbox.qsize() >= self.max_unread:
             self.overflowed = True
             return
         self.outbox.put_nowait(json.dumps(message))
@@ -146,19 +148,38 @@ class Ingest:
 
     async def _handle(self, ws: ServerConnection) -> None:
         session_id = f"{self._prefix}{next(self._ids)}"
-        conn = _Connection(ws, Session(session_id, self.config, self.vad_factory),
-                          self.config.server.level_interval_ms / 1000)
+        conn = _Connection(ws, Session(session_id, self.config, self.vad_factory), self.config)
         self.connections[session_id] = conn
         conn.writer = asyncio.create_task(conn.write())
         log.info("session %s opened from %s", session_id, ws.remote_address)
         try:
-            async for frame in ws:
-                if isinstance(frame, str):
-                    conn.session.receive_text(frame)
+            while True:
+                violation = None
+                try:
+                    frame = await asyncio.wait_for(ws.recv(), conn.limits.idle_wait(time.monotonic()))
+                except asyncio.TimeoutError:  # cancelling recv() loses nothing (websockets' docs)
+                    if conn.session.outstanding:
+                        conn.limits.on_message(time.monotonic())  # it is waiting for us, not idle
+                        continue
+                    violation = conn.limits.idle(time.monotonic())
+                    if violation is None:
+                        continue
                 else:
-                    conn.session.receive_bytes(frame)
-                await self._flush(conn)
+                    now = time.monotonic()
+                    if isinstance(frame, str):
+                        conn.limits.on_message(now)
+                        conn.session.receive_text(frame)
+                    else:
+                        before = conn.session.audio_samples
+                        conn.session.receive_bytes(frame)
+                        violation = conn.limits.on_audio(max(0, conn.session.audio_samples - before) / 16000, now)
+                    await self._flush(conn)
+                if violation is not None:
+                    await self._enforce(conn, violation)
+                    break
                 if conn.overflowed:
+                    log.warning("session %s: closed with 1008, the client is not reading (%d replies unread)",
+                                session_id, conn.outbox.qsize())
                     await ws.close(1008, "client is not reading its messages")
                     break
         except websockets.ConnectionClosed:
@@ -168,6 +189,21 @@ class Ingest:
             conn.session.close()
             conn.writer.cancel()
             log.info("session %s closed (%s outstanding)", session_id, conn.session.outstanding)
+
+    async def _enforce(self, conn: _Connection, violation: Violation) -> None:
+        """Tell the client which limit it hit, and close; after its finals if the limit says so."""
+        log.info("session %s: %s: %s", conn.session.id, violation.code, violation.message)
+        if violation.flush and conn.session.state is State.STREAMING:
+            conn.session.receive_text('{"action":"stop"}')
+            await self._flush(conn)
+            deadline = time.monotonic() + self.config.server.shutdown_timeout_s
+            while conn.session.outstanding and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        conn.send(protocol.error(violation.code, violation.message))
+        conn.outbox.put_nowait(None)  # the writer ends after what is queued
+        if conn.writer is not None:
+            await asyncio.wait([conn.writer], timeout=2.0)
+        await conn.ws.close(violation.close_code, violation.code.replace("_", " "))
 
     async def _flush(self, conn: _Connection) -> None:
         for message in conn.session.messages_to_send():

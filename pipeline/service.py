@@ -47,8 +47,13 @@ async def serve(
     config: Config,
     stop: asyncio.Event | None = None,
     announce: Callable[[str], None] = print,
+    on_started: Callable[[Ingest, Dispatcher], None] | None = None,
 ) -> int:
-    """Run the pipeline until ``stop`` is set (or a signal arrives). Returns an exit code."""
+    """Run the pipeline until ``stop`` is set (or a signal arrives). Returns an exit code.
+
+    ``on_started`` receives the ingest and the dispatcher once both listen (tests look
+    inside them to check that nothing leaks).
+    """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not in the main thread
@@ -59,7 +64,9 @@ async def serve(
     # Bind everything before spawning anything: a busy port must fail fast, with no
     # worker processes to clean up.
     try:
-        dispatcher = Dispatcher(ctx, config.dispatcher, JOBS_ENDPOINT)
+        supervisor_ref: list[Supervisor] = []
+        dispatcher = Dispatcher(ctx, config.dispatcher, JOBS_ENDPOINT,
+                                on_hung=lambda info: [s.kill(info.get("pid")) for s in supervisor_ref])
     except zmq.ZMQError as exc:
         ctx.destroy(linger=0)
         raise PipelineError(f"cannot bind the worker endpoint {config.dispatcher.worker_endpoint} "
@@ -74,7 +81,10 @@ async def serve(
             f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}") from None
     count = config.workers.resolved_count()
     supervisor = Supervisor(config, local_endpoint(dispatcher.worker_endpoint), count)
+    supervisor_ref.append(supervisor)
     supervisor.start()
+    if on_started is not None:
+        on_started(ingest, dispatcher)
     host = config.server.host
     url = f"ws://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{ingest.port}{STREAM_PATH}"
     announce(f"pipeline: listening on {url}")
@@ -135,9 +145,12 @@ async def local_pool(config: Config, ctx: zmq.asyncio.Context, client_endpoint: 
         PipelineError: no worker could start, or not all were ready in time.
     """
     dcfg = dataclasses.replace(config.dispatcher, worker_endpoint="tcp://127.0.0.1:*", job_endpoint="")
-    dispatcher = Dispatcher(ctx, dcfg, client_endpoint)
+    supervisor_ref: list[Supervisor] = []
+    dispatcher = Dispatcher(ctx, dcfg, client_endpoint,
+                            on_hung=lambda info: [s.kill(info.get("pid")) for s in supervisor_ref])
     count = max(1, config.workers.resolved_count())
     supervisor = Supervisor(config, local_endpoint(dispatcher.worker_endpoint), count, logging.WARNING)
+    supervisor_ref.append(supervisor)
     supervisor.start()
     tasks = [asyncio.create_task(dispatcher.run(), name="dispatcher"),
              asyncio.create_task(supervisor.watch(), name="supervisor")]

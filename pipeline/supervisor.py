@@ -75,6 +75,19 @@ class Supervisor:
         slot.started_at = time.monotonic()
         log.info("started %s (pid %s)", slot.name, slot.process.pid)
 
+    def kill(self, pid: object) -> bool:
+        """SIGKILL one of our workers (a hung one); :meth:`watch` replaces it.
+
+        Only a process this supervisor started is touched: a remote worker's pid means
+        nothing here.
+        """
+        for slot in self.slots:
+            if slot.process is not None and slot.process.pid == pid and slot.process.is_alive():
+                log.error("killing %s (pid %s): its job ran past the deadline", slot.name, pid)
+                slot.process.kill()
+                return True
+        return False
+
     async def watch(self, interval_s: float = 0.2) -> None:
         """Restart workers that exited, until :meth:`stop`."""
         while not self._stopping:

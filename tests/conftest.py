@@ -35,6 +35,8 @@ class ThreadedPipeline:
         self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
         self._ready = threading.Event()
         self.worker_pids: list[int] = []
+        self.ingest = None  # the live objects, to check that nothing leaks
+        self.dispatcher = None
 
     def _announce(self, line: str) -> None:
         self.lines.append(line)
@@ -48,7 +50,10 @@ class ThreadedPipeline:
 
         async def main() -> int:
             self._stop = asyncio.Event()
-            return await service.serve(self.config, self._stop, announce=self._announce)
+            def started(ingest, dispatcher) -> None:
+                self.ingest, self.dispatcher = ingest, dispatcher
+
+            return await service.serve(self.config, self._stop, announce=self._announce, on_started=started)
 
         self.exit_code = self._loop.run_until_complete(main())
 

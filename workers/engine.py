@@ -245,9 +245,12 @@ class FakeEngine:
     def __init__(self, config: WorkersConfig) -> None:
         self.name = "fake"
         self.delay_s = config.fake_delay_ms / 1000
+        self.stall_s = config.fake_stall_s
 
     def transcribe(self, audio: np.ndarray, options: dict[str, Any]) -> dict[str, Any]:
-        time.sleep(self.delay_s)
+        # fake_stall_s: every job's first attempt hangs that long (a stuck decoder, for
+        # the deadline tests); the retry on a fresh worker answers normally.
+        time.sleep(self.stall_s if self.stall_s and options.get("attempt") == 1 else self.delay_s)
         duration = len(audio) / SAMPLE_RATE - float(options.get("context_s") or 0.0)
         text = f"speech of {duration:.2f} seconds"
         result: dict[str, Any] = {"text": text, "segments": [{"start": 0.0, "end": round(duration, 3), "text": text}]}

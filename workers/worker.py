@@ -52,7 +52,7 @@ class _Decoder(threading.Thread):
             reply: dict[str, Any] = {"job_id": job.job_id, "attempt": job.attempt,
                                      "duration_s": round(len(job.audio) / 16000, 4)}
             try:
-                reply.update(self.engine.transcribe(job.audio, job.options))
+                reply.update(self.engine.transcribe(job.audio, {**job.options, "attempt": job.attempt}))
             except Exception as exc:  # the engine's failure is the job's, not the worker's
                 log.exception("job %s failed", job.job_id)
                 reply.update(text="", error=f"{type(exc).__name__}: {exc}")

@@ -27,6 +27,7 @@ class WorkerState:
     expires_at: float
     job: Job | None = None
     client: bytes = b""
+    started_at: float = 0.0  # when its job was handed to it
     info: dict[str, object] = field(default_factory=dict)
 
 
@@ -122,8 +123,10 @@ class Scheduler:
         """
         queue = self.queues[job.priority]
         slot = _slot(job)
-        if now is not None and job.priority != Priority.BATCH:
-            self.live_at = now
+        if now is not None:
+            job.queued_at = now
+            if job.priority != Priority.BATCH:
+                self.live_at = now
         if job.priority == Priority.FINAL and job.key:
             # The final covers all of the utterance: a queued partial of it is moot.
             if self.queues[Priority.PARTIAL].pop(job.key, None) is not None:
@@ -170,8 +173,36 @@ class Scheduler:
             worker = self.workers[identity]
             job.attempt += 1
             worker.job, worker.client = job, client
+            worker.started_at = now if now is not None else 0.0
             out.append((identity, client, job))
         return out
+
+    def overdue(self, now: float, deadline_s: float) -> list[WorkerState]:
+        """Workers whose job has run longer than ``deadline_s``: hung, or far too slow.
+
+        The caller forgets them (:meth:`worker_gone`, which queues the job again) and has
+        the process killed if it can; a heartbeat alone does not prove a worker is useful,
+        since heartbeats come from a thread of their own.
+        """
+        if deadline_s <= 0:
+            return []
+        return [w for w in self.workers.values() if w.job is not None and now - w.started_at > deadline_s]
+
+    def expire_queued(self, now: float, deadline_s: float) -> int:
+        """Fail live jobs that no worker took within ``deadline_s`` (all workers dead or
+        stuck): their clients get an error instead of waiting forever. Batch jobs wait on;
+        their clients have deadlines of their own. Returns how many expired."""
+        if deadline_s <= 0:
+            return 0
+        expired = 0
+        for priority in (Priority.FINAL, Priority.PARTIAL):
+            queue = self.queues[priority]
+            for slot, (client, job) in list(queue.items()):
+                if job.queued_at and now - job.queued_at > deadline_s:
+                    del queue[slot]
+                    self.failures.append(Failure(client, job, f"no worker took the job within {deadline_s:g} s"))
+                    expired += 1
+        return expired
 
     def take_failures(self) -> list[Failure]:
         failures, self.failures = self.failures, []
@@ -201,6 +232,7 @@ class Scheduler:
             self.failures.append(Failure(client, job, f"{reason}; gave up after {job.attempt} attempts"))
             return
         self.retried += 1
+        job.queued_at = worker.started_at or job.queued_at  # it waits again from when it was lost
         queue = self.queues[job.priority]
         slot = _slot(job)
         if slot in queue:

@@ -77,6 +77,7 @@ class Job:
     options: dict[str, Any] = field(default_factory=dict)
     key: str = ""
     attempt: int = 0
+    queued_at: float = 0.0  # set by the dispatcher's scheduler; not sent on the wire
 
     def header(self) -> dict[str, Any]:
         return {

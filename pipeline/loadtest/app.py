@@ -86,7 +86,13 @@ async def _main(opts: Options, console: Console) -> dict[str, Any]:
     if opts.spawn:
         log = Path(tempfile.mkstemp(prefix="pipeline-loadtest-", suffix=".log")[1])
         console.print(f"starting pipeline run (log: {log}) …")
-        spawned = await asyncio.to_thread(SpawnedPipeline, opts.config, log)
+        # Clients faster than real time must not trip the server's rate limit meant for
+        # real clients: the spawned server allows the test's pace.
+        from ..config import load as load_config
+
+        limit = load_config(opts.config).server.max_audio_rate
+        args = ["--max-audio-rate", str(2 * opts.speed)] if limit and opts.speed * 1.5 > limit else []
+        spawned = await asyncio.to_thread(SpawnedPipeline, opts.config, log, 180.0, args)
         url, pid = spawned.url, spawned.pid
         console.print(f"pipeline ready at {url}")
     assert url is not None

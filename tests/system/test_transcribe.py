@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -180,3 +181,23 @@ def test_connect_to_nothing_fails_with_a_clear_error(tmp_path):
     assert result.returncode == 1, result.stderr
     assert "no reply from tcp://127.0.0.1:9" in result.stderr
     assert not list(tmp_path.glob("*.txt"))
+
+
+def test_unreadable_and_truncated_files_are_reported_and_the_run_goes_on(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    data = JFK.read_bytes()
+    (src / "a_truncated.flac").write_bytes(data[: len(data) // 2])  # cut mid-stream: what is there counts
+    (src / "b_header_only.flac").write_bytes(data[:200])
+    (src / "c_empty.wav").write_bytes(b"")
+    (src / "d_noise.ogg").write_bytes(os.urandom(5000))
+    shutil.copy(JFK, src / "e_fine.flac")
+    out = tmp_path / "out"
+    result = transcribe(str(src), "--out", str(out), "--format", "json")
+    assert result.returncode == 3, result.stderr  # b, c and d
+    for name in ("b_header_only.flac", "c_empty.wav", "d_noise.ogg"):
+        assert f"failed: {src / name}" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a_truncated.json", "e_fine.json"]
+    half = json.loads((out / "a_truncated.json").read_text())
+    assert 4.0 < half["duration_s"] < 7.0 and normalize(half["text"]).startswith("and so my fellow americans")
+    assert wer(JFK_TEXT, json.loads((out / "e_fine.json").read_text())["text"]) <= 0.10
