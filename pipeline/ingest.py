@@ -114,6 +114,9 @@ class Ingest:
             process_request=self._process_request,
             max_size=cfg.max_message_bytes,
             compression=None,  # PCM does not compress; deflate would only cost CPU
+            # A client we close while it floods us reads our close frame only after the
+            # frames it already sent: do not wait the default 10 s for its answer.
+            close_timeout=3.0,
         )
         return self.server
 
