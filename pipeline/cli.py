@@ -41,9 +41,10 @@ def _load_config(path: str | None) -> config_mod.Config:
 @click.option("--job-endpoint", help='ZeroMQ endpoint for `pipeline transcribe --connect`; "" for none [dispatcher.job_endpoint].')
 @click.option("--max-audio-rate", type=click.FloatRange(min=0),
               help="Fastest a client may stream, × real time, sustained; 0: no limit [server.max_audio_rate].")
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Log lines as text or JSON [security.log_format].")
 def run(config_path: str | None, host: str | None, port: int | None, workers: int | None,
         model: str | None, worker_endpoint: str | None, job_endpoint: str | None,
-        max_audio_rate: float | None) -> None:
+        max_audio_rate: float | None, log_format: str | None) -> None:
     """Start the ingest, the dispatcher and the worker pool on this machine."""
     from . import service
 
@@ -52,10 +53,15 @@ def run(config_path: str | None, host: str | None, port: int | None, workers: in
         cfg = config_mod.override(cfg, "server", host=host, port=port, max_audio_rate=max_audio_rate)
         cfg = config_mod.override(cfg, "workers", count=workers, model=model)
         cfg = config_mod.override(cfg, "dispatcher", worker_endpoint=worker_endpoint, job_endpoint=job_endpoint)
-        if cfg.workers.model not in ("fake",):
+        cfg = config_mod.override(cfg, "security", log_format=log_format)
+        if cfg.workers.model not in ("fake",) and cfg.workers.resolved_count() > 0:
             from workers.engine import resolve_model
 
             resolve_model(cfg.workers.model)  # a bad path fails here, not in every worker
+        if cfg.security.keys_dir:
+            from .keys import load_server
+
+            load_server(cfg.security.keys_dir)  # a missing or unreadable folder stops here
     except PipelineError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(service.run(cfg))
@@ -69,10 +75,17 @@ def run(config_path: str | None, host: str | None, port: int | None, workers: in
 @click.option("--json", "as_json", is_flag=True, help="Print every server message as one JSON line.")
 @click.option("--words", is_flag=True, help="Ask for word timestamps in finals.")
 @click.option("--language", default="en", show_default=True)
-def stream(file: str, url: str, speed: float, as_json: bool, words: bool, language: str) -> None:
+@click.option("--token", envvar="PIPELINE_TOKEN", help="API key, sent as Authorization: Bearer (or $PIPELINE_TOKEN).")
+@click.option("--cafile", type=click.Path(dir_okay=False, exists=True), help="CA certificate to trust for wss://.")
+def stream(file: str, url: str, speed: float, as_json: bool, words: bool, language: str, token: str | None,
+           cafile: str | None) -> None:
     """Stream an audio FILE (WAV, FLAC, MP3, any rate) and print its transcript live."""
+    import ssl
+
     from .client import load_audio, stream as stream_audio
 
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    context = ssl.create_default_context(cafile=cafile) if cafile else None
     try:
         audio = load_audio(file)
     except PipelineError as exc:
@@ -96,7 +109,7 @@ def stream(file: str, url: str, speed: float, as_json: bool, words: bool, langua
             click.echo(f"error: {message['code']}: {message['message']}", err=True)
 
     try:
-        result = asyncio.run(stream_audio(url, audio, speed=speed, on_message=show,
+        result = asyncio.run(stream_audio(url, audio, headers, context, speed=speed, on_message=show,
                                           start={"language": language, "words": words}))
     except (OSError, asyncio.TimeoutError) as exc:
         click.echo(f"error: cannot stream to {url}: {exc or type(exc).__name__}", err=True)
@@ -237,3 +250,70 @@ def transcribe(paths: tuple[str, ...], out_dir: str | None, formats_: str, worke
         sys.exit(EXIT_INTERRUPTED)
     failed = len(problems) + sum(o.status == "failed" for o in outcomes)
     sys.exit(min(failed, EXIT_MAX_FAILED))
+
+
+@main.command()
+@click.option("--connect", "endpoint", required=True,
+              help="The dispatcher's worker endpoint on the front-end host, e.g. tcp://10.0.0.5:5555.")
+@click.option("--processes", type=click.IntRange(min=1), help="Worker processes [workers.count; default: one per core].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file ([workers], [security]).")
+@click.option("--model", help='"bundled" (tiny.en), a faster-whisper model name, or a model folder [workers.model].')
+@click.option("--keys", "keys_dir", type=click.Path(file_okay=False), help="CurveZMQ keys folder [security.keys_dir].")
+@click.option("--key-name", help="This host's key pair in KEYS/workers/ [security.worker_key].")
+def worker(endpoint: str, processes: int | None, config_path: str | None, model: str | None,
+           keys_dir: str | None, key_name: str | None) -> None:
+    """Join a running pipeline's dispatcher from this machine with a pool of worker processes."""
+    from . import service
+
+    cfg = _load_config(config_path)
+    try:
+        cfg = config_mod.override(cfg, "workers", count=processes, model=model)
+        cfg = config_mod.override(cfg, "security", keys_dir=keys_dir, worker_key=key_name)
+        if cfg.workers.model != "fake":
+            from workers.engine import resolve_model
+
+            resolve_model(cfg.workers.model)
+        if cfg.security.keys_dir:
+            from .keys import load_worker
+
+            load_worker(cfg.security.keys_dir, cfg.security.worker_key)
+    except PipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(service.run_workers(cfg, endpoint))
+
+
+@main.group()
+def keys() -> None:
+    """CurveZMQ keys that let worker hosts join, and only them."""
+
+
+@keys.command("init")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--worker", "workers_", multiple=True, help="A worker host's key name (repeat); \"local\" is always made.")
+@click.option("--force", is_flag=True, help="Overwrite keys already there.")
+def keys_init(folder: str, workers_: tuple[str, ...], force: bool) -> None:
+    """Make the server's key pair and worker key pairs in FOLDER, and allow those workers."""
+    from .keys import init_keys
+
+    try:
+        written = init_keys(folder, list(workers_), force)
+    except PipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+    for path in written:
+        click.echo(path)
+    click.echo(f"front end: security.keys_dir = \"{folder}\"; a worker host needs {folder}/server.key and "
+               f"{folder}/workers/NAME.key_secret")
+
+
+@keys.command("add")
+@click.argument("folder", type=click.Path(file_okay=False, exists=True))
+@click.argument("name")
+def keys_add(folder: str, name: str) -> None:
+    """Make a key pair for one more worker host NAME and allow it (restart the front end)."""
+    from .keys import add_worker
+
+    try:
+        for path in add_worker(folder, name):
+            click.echo(path)
+    except PipelineError as exc:
+        raise click.ClickException(str(exc)) from None

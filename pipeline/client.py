@@ -60,17 +60,20 @@ class StreamClient:
     Use as ``async with StreamClient(url) as client: result = await client.send(audio)``.
     """
 
-    def __init__(self, url: str, headers: dict[str, str] | None = None, open_timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, headers: dict[str, str] | None = None, open_timeout_s: float = 30.0,
+                 ssl_context: Any = None) -> None:
         self.url = url
         self.headers = headers
+        self.ssl_context = ssl_context  # for wss:// with a private CA; None: the system's
         self.open_timeout_s = open_timeout_s
         self.ws: Any = None
         self._inbox: asyncio.Queue[tuple[float, dict[str, Any]] | None] = asyncio.Queue()
         self._receiver: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> StreamClient:
+        extra = {"ssl": self.ssl_context} if self.ssl_context is not None else {}
         self.ws = await connect(self.url, max_size=None, compression=None, additional_headers=self.headers,
-                                open_timeout=self.open_timeout_s)
+                                open_timeout=self.open_timeout_s, **extra)
         self._receiver = asyncio.create_task(self._receive())
         return self
 
@@ -139,10 +142,11 @@ class StreamClient:
         return result
 
 
-async def stream(url: str, audio: np.ndarray, headers: dict[str, str] | None = None, **options: Any) -> StreamResult:
+async def stream(url: str, audio: np.ndarray, headers: dict[str, str] | None = None, ssl_context: Any = None,
+                 **options: Any) -> StreamResult:
     """Stream ``audio`` (16 kHz float32) to ``url`` on a new connection and collect the replies.
 
     ``options`` are those of :meth:`StreamClient.send`.
     """
-    async with StreamClient(url, headers) as client:
+    async with StreamClient(url, headers, ssl_context=ssl_context) as client:
         return await client.send(audio, **options)

@@ -104,6 +104,24 @@ class BatchConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """Who may use the service: workers (CurveZMQ keys), clients (API keys, origins), TLS."""
+
+    keys_dir: str = ""
+    worker_key: str = "local"
+    api_keys: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    tls_cert: str = ""
+    tls_key: str = ""
+    log_format: str = "text"
+
+    def client_keys(self) -> tuple[str, ...]:
+        """API keys from the config and from ``PIPELINE_API_KEYS`` (comma-separated)."""
+        env = tuple(k.strip() for k in os.environ.get("PIPELINE_API_KEYS", "").split(",") if k.strip())
+        return self.api_keys + env
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one pipeline."""
 
@@ -112,11 +130,15 @@ class Config:
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
 def _check_type(default: Any, value: Any, what: str) -> Any:
     """Accept ``value`` if it has the type of ``default`` (ints are fine for floats)."""
-    if isinstance(default, bool) or isinstance(value, bool):
+    if isinstance(default, tuple):  # a TOML array of strings
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        value = tuple(value) if ok else value
+    elif isinstance(default, bool) or isinstance(value, bool):
         ok = isinstance(default, bool) and isinstance(value, bool)
     elif isinstance(default, float):
         ok = isinstance(value, (int, float))
@@ -202,6 +224,11 @@ def validate(config: Config, source: str = "<config>") -> None:
     d = config.dispatcher
     if d.job_deadline_s < 0 or d.queue_deadline_s < 0:
         raise ConfigError(f"{source} [dispatcher]: job_deadline_s and queue_deadline_s must be >= 0 (0: none)")
+    sec = config.security
+    if bool(sec.tls_cert) != bool(sec.tls_key):
+        raise ConfigError(f"{source} [security]: tls_cert and tls_key go together")
+    if sec.log_format not in ("text", "json"):
+        raise ConfigError(f"{source} [security]: log_format must be \"text\" or \"json\"")
     b = config.batch
     if not 1.0 <= b.max_chunk_s <= 30.0 or b.max_gap_s < 0 or b.prompt_chars < 0 or b.reply_timeout_s <= 0:
         raise ConfigError(f"{source} [batch]: max_chunk_s must be 1..30, max_gap_s and prompt_chars >= 0, "

@@ -23,6 +23,7 @@ from .config import DispatcherConfig
 from .core import wire
 from .core.scheduler import Scheduler
 from .errors import ProtocolError
+from .metrics import Metrics
 
 log = logging.getLogger("pipeline.dispatcher")
 
@@ -43,9 +44,10 @@ class Dispatcher:
     """
 
     def __init__(self, ctx: zmq.asyncio.Context, config: DispatcherConfig, client_endpoint: str,
-                 on_hung: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_hung: Callable[[dict[str, Any]], None] | None = None, keys_dir: str = "") -> None:
         self.config = config
         self.on_hung = on_hung
+        self.auth = None
         self.scheduler = Scheduler(
             config.heartbeat_interval_s, config.heartbeat_liveness, config.max_attempts, config.max_queued_jobs,
             config.live_reserve_s,
@@ -57,6 +59,8 @@ class Dispatcher:
             sock.sndhwm = sock.rcvhwm = HWM
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        if keys_dir:
+            self._secure(ctx, keys_dir)
         self.clients.bind(client_endpoint)
         self.workers.bind(config.worker_endpoint)
         self.worker_endpoint = self.workers.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -67,9 +71,26 @@ class Dispatcher:
         self.malformed = 0
         self.jobs_done = 0
         self.hung = 0
+        self.metrics: Metrics | None = None  # set by the service when it serves /metrics
         # Where the workers' time goes, by job kind: {"final": [jobs, decode seconds], ...}
         self.decode_by_kind: dict[str, list[float]] = {p.name.lower(): [0, 0.0] for p in wire.Priority}
         self._closed = False
+
+    def _secure(self, ctx: zmq.asyncio.Context, keys_dir: str) -> None:
+        """CurveZMQ on the worker side, with a ZAP handler that admits only allowed keys."""
+        from zmq.auth.asyncio import AsyncioAuthenticator
+
+        from .keys import load_server
+
+        keys = load_server(keys_dir)  # ConfigError if anything is missing
+        self.auth = AsyncioAuthenticator(ctx)
+        self.auth.start()
+        self.auth.configure_curve(domain="workers", location=str(keys.authorized))
+        self.workers.curve_secretkey = keys.secret
+        self.workers.curve_publickey = keys.public
+        self.workers.curve_server = True
+        self.workers.zap_domain = b"workers"
+        log.info("worker endpoint: CurveZMQ, workers allowed from %s", keys.authorized)
 
     @property
     def ready_workers(self) -> int:
@@ -144,9 +165,13 @@ class Dispatcher:
                 return
             client, job = done
             self.jobs_done += 1
-            tally = self.decode_by_kind[job.priority.name.lower()]
+            kind = job.priority.name.lower()
+            tally = self.decode_by_kind[kind]
             tally[0] += 1
             tally[1] += float(header.get("decode_s", 0.0))
+            if self.metrics is not None:
+                self.metrics.jobs.labels(kind, "failed" if header.get("error") else "done").inc()
+                self.metrics.decode_seconds.labels(kind).observe(float(header.get("decode_s", 0.0)))
             self._reply(client, header)
             self.scheduler.worker_ready(identity, now)
 
@@ -176,6 +201,8 @@ class Dispatcher:
     def _report_failures(self) -> None:
         for failure in self.scheduler.take_failures():
             log.error("job %s failed: %s", failure.job.job_id, failure.reason)
+            if self.metrics is not None:
+                self.metrics.jobs.labels(failure.job.priority.name.lower(), "failed").inc()
             self._reply(failure.client, {"job_id": failure.job.job_id, "attempt": failure.job.attempt,
                                          "text": "", "error": failure.reason})
 
@@ -192,6 +219,20 @@ class Dispatcher:
         except zmq.ZMQError as exc:
             log.info("client %r gone; dropped result %s (%s)", client, header.get("job_id"), exc)
 
+    def refresh_metrics(self) -> None:
+        """Copy the broker's state into the gauges, and its tallies into the counters."""
+        m, s = self.metrics, self.scheduler
+        if m is None:
+            return
+        for priority in wire.Priority:
+            m.queue_depth.labels(priority.name.lower()).set(s.queued(priority))
+        m.in_flight.set(s.in_flight())
+        m.ready_workers.set(len(s.workers))
+        seen = getattr(self, "_metrics_seen", (0, 0))
+        m.retries.inc(s.retried - seen[0])
+        m.hung.inc(self.hung - seen[1])
+        self._metrics_seen = (s.retried, self.hung)
+
     def summary(self) -> str:
         """One line on the work done, for the log at shutdown."""
         kinds = ", ".join(f"{kind} {int(n)} ({secs:.1f} s, {secs / n if n else 0:.3f} s each)"
@@ -205,3 +246,5 @@ class Dispatcher:
         self._closed = True
         self.clients.close(linger=100)
         self.workers.close(linger=100)
+        if self.auth is not None:
+            self.auth.stop()

@@ -15,12 +15,15 @@ only itself.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import http
 import itertools
 import json
 import logging
 import secrets
+import ssl
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +31,7 @@ import websockets
 import zmq
 import zmq.asyncio
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from .config import Config
@@ -36,11 +40,27 @@ from .core import protocol
 from .core.limits import ConnectionLimits, Violation
 from .core.segmenter import VadFn
 from .core.session import Session, State
-from .errors import ProtocolError
+from .errors import ConfigError, ProtocolError
+from .metrics import Metrics
 
 log = logging.getLogger("pipeline.ingest")
 
 STREAM_PATH = "/v1/stream"
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """A server TLS context from PEM files.
+
+    Raises:
+        ConfigError: a file is missing or they do not make a certificate and its key.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the TLS certificate {cert} and key {key}: {exc}") from None
+    return context
 
 
 class _Connection:
@@ -104,14 +124,20 @@ class Ingest:
         self._prefix = secrets.token_hex(3)
         self.server: Server | None = None
         self.accepting = True
+        self.api_keys = config.security.client_keys()
+        self.metrics: Metrics | None = None
+        self._final_made: dict[str, float] = {}  # "session:utterance" -> when its final job was made
 
     async def start(self) -> Server:
-        cfg = self.config.server
+        cfg, sec = self.config.server, self.config.security
         self.server = await serve(
             self._handle,
             cfg.host,
             cfg.port,
             process_request=self._process_request,
+            # Browsers send Origin; programs do not (None), and are not affected.
+            origins=[None, *sec.allowed_origins] if sec.allowed_origins else None,
+            ssl=tls_context(sec.tls_cert, sec.tls_key) if sec.tls_cert else None,
             max_size=cfg.max_message_bytes,
             compression=None,  # PCM does not compress; deflate would only cost CPU
             # A client we close while it floods us reads our close frame only after the
@@ -136,16 +162,39 @@ class Ingest:
             if n > 0 and self.accepting:
                 return connection.respond(http.HTTPStatus.OK, f"ready: {n} worker(s)\n")
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "not ready: no worker is ready\n")
+        if path == "/metrics" and self.metrics is not None:
+            body, content_type = self.metrics.render()
+            return Response(200, "OK", Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
+                                                ("Connection", "close")]), body)
         if path != STREAM_PATH:
             return connection.respond(http.HTTPStatus.NOT_FOUND, f"unknown path {path}; the stream endpoint is {STREAM_PATH}\n")
+        if self.api_keys and not self._authorized(request):
+            # Before any session state exists (docs/protocol.md, "Authentication").
+            response = connection.respond(http.HTTPStatus.UNAUTHORIZED,
+                                          "a valid API key is needed: Authorization: Bearer KEY, or ?token=KEY\n")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            if self.metrics is not None:
+                self.metrics.refused.labels("unauthorized").inc()
+            return response
         if not self.accepting:
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "the server is shutting down\n")
         if len(self.connections) >= self.config.server.max_sessions:
+            if self.metrics is not None:
+                self.metrics.refused.labels("busy").inc()
             return connection.respond(
                 http.HTTPStatus.SERVICE_UNAVAILABLE,
                 f"server busy: all {self.config.server.max_sessions} sessions are in use; try again later\n",
             )
         return None
+
+    def _authorized(self, request: Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        offered = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        if not offered:
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(request.path).query)
+            offered = (query.get("token") or [""])[0]
+        # Compare against every key in constant time, so timing tells nothing.
+        return bool(offered) and any(hmac.compare_digest(offered.encode(), k.encode()) for k in self.api_keys)
 
     # -- ingest ------------------------------------------------------------------------
 
@@ -189,6 +238,8 @@ class Ingest:
             pass
         finally:
             del self.connections[session_id]
+            for key in [k for k in self._final_made if k.startswith(session_id + ":")]:
+                del self._final_made[key]
             conn.session.close()
             conn.writer.cancel()
             log.info("session %s closed (%s outstanding)", session_id, conn.session.outstanding)
@@ -209,9 +260,19 @@ class Ingest:
         await conn.ws.close(violation.close_code, violation.code.replace("_", " "))
 
     async def _flush(self, conn: _Connection) -> None:
+        metrics = self.metrics
         for message in conn.session.messages_to_send():
+            if metrics is not None:
+                if message["type"] == "final":
+                    t0 = self._final_made.pop(f"{conn.session.id}:{message['utterance_id']}", None)
+                    if t0 is not None:
+                        metrics.final_latency.observe(time.monotonic() - t0)
+                elif message["type"] == "error":
+                    metrics.errors.labels(message.get("code", "")).inc()
             conn.send(message)
         for job in conn.session.jobs_to_send():
+            if metrics is not None and job.priority == wire.Priority.FINAL:
+                self._final_made.setdefault(job.key, time.monotonic())
             await self.jobs.send_multipart(wire.encode_job(job), copy=False)
 
     # -- gateway -----------------------------------------------------------------------

@@ -24,6 +24,7 @@ from .config import Config
 from .dispatcher import Dispatcher
 from .errors import PipelineError
 from .ingest import STREAM_PATH, Ingest
+from .metrics import Metrics
 from .supervisor import Supervisor
 
 log = logging.getLogger("pipeline")
@@ -66,14 +67,26 @@ async def serve(
     try:
         supervisor_ref: list[Supervisor] = []
         dispatcher = Dispatcher(ctx, config.dispatcher, JOBS_ENDPOINT,
-                                on_hung=lambda info: [s.kill(info.get("pid")) for s in supervisor_ref])
+                                on_hung=lambda info: [s.kill(info.get("pid")) for s in supervisor_ref],
+                                keys_dir=config.security.keys_dir)
+    except PipelineError:  # a keys folder that is missing or unreadable
+        ctx.destroy(linger=0)
+        raise
     except zmq.ZMQError as exc:
         ctx.destroy(linger=0)
         raise PipelineError(f"cannot bind the worker endpoint {config.dispatcher.worker_endpoint} "
                             f"or the job endpoint {config.dispatcher.job_endpoint}: {exc}") from None
     ingest = Ingest(config, ctx, JOBS_ENDPOINT, _vad_factory(config), lambda: dispatcher.ready_workers)
+    metrics = Metrics()
+    ingest.metrics = dispatcher.metrics = metrics
+    metrics.on_scrape(dispatcher.refresh_metrics)
+    metrics.on_scrape(lambda: metrics.sessions.set(len(ingest.connections)))
     try:
         await ingest.start()
+    except PipelineError:  # TLS files that do not load
+        dispatcher.close()
+        ctx.destroy(linger=0)
+        raise
     except OSError as exc:
         dispatcher.close()
         ctx.destroy(linger=0)
@@ -86,7 +99,8 @@ async def serve(
     if on_started is not None:
         on_started(ingest, dispatcher)
     host = config.server.host
-    url = f"ws://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{ingest.port}{STREAM_PATH}"
+    scheme = "wss" if config.security.tls_cert else "ws"
+    url = f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{ingest.port}{STREAM_PATH}"
     announce(f"pipeline: listening on {url}")
     announce(f"pipeline: workers connect to {dispatcher.worker_endpoint}; starting {count} local worker(s)")
     if dispatcher.job_endpoint:
@@ -147,7 +161,8 @@ async def local_pool(config: Config, ctx: zmq.asyncio.Context, client_endpoint: 
     dcfg = dataclasses.replace(config.dispatcher, worker_endpoint="tcp://127.0.0.1:*", job_endpoint="")
     supervisor_ref: list[Supervisor] = []
     dispatcher = Dispatcher(ctx, dcfg, client_endpoint,
-                            on_hung=lambda info: [s.kill(info.get("pid")) for s in supervisor_ref])
+                            on_hung=lambda info: [s.kill(info.get("pid")) for s in supervisor_ref],
+                            keys_dir=config.security.keys_dir)
     count = max(1, config.workers.resolved_count())
     supervisor = Supervisor(config, local_endpoint(dispatcher.worker_endpoint), count, logging.WARNING)
     supervisor_ref.append(supervisor)
@@ -172,8 +187,48 @@ async def local_pool(config: Config, ctx: zmq.asyncio.Context, client_endpoint: 
         dispatcher.close()
 
 
+async def serve_workers(config: Config, endpoint: str, stop: asyncio.Event | None = None,
+                        announce: Callable[[str], None] = print) -> int:
+    """``pipeline worker``: keep ``workers.count`` processes connected to a remote dispatcher."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    count = max(1, config.workers.resolved_count())
+    supervisor = Supervisor(config, endpoint, count)
+    supervisor.start()
+    watcher = asyncio.create_task(supervisor.watch())
+    announce(f"pipeline worker: {count} process(es) joining {endpoint}"
+             + (" with CurveZMQ key " + repr(config.security.worker_key) if config.security.keys_dir else ""))
+    code = 0
+    try:
+        while not stop.is_set():
+            if why := supervisor.cannot_start():
+                announce(f"pipeline worker: error: {why}")
+                code = 1
+                break
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+    finally:
+        await supervisor.stop()
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        announce("pipeline worker: stopped")
+    return code
+
+
+def run_workers(config: Config, endpoint: str) -> int:
+    from .logs import setup
+
+    setup(config.security.log_format)
+    return asyncio.run(serve_workers(config, endpoint, announce=lambda line: print(line, flush=True)))
+
+
 def run(config: Config) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    from .logs import setup
+
+    setup(config.security.log_format)
     try:
         return asyncio.run(serve(config, announce=lambda line: print(line, flush=True)))
     except PipelineError as exc:

@@ -82,6 +82,11 @@ class Worker:
         self.rejoin = False  # the dispatcher forgot us: say READY again once idle
         self.jobs_done = 0
         self.jobs_failed = 0
+        self.keys = None
+        if config.security.keys_dir:  # read now: a bad key stops the worker before it loads a model
+            from pipeline.keys import load_worker
+
+            self.keys = load_worker(config.security.keys_dir, config.security.worker_key)
 
     def run(self, engine: Engine) -> int:
         ctx: zmq.Context[Any] = zmq.Context()
@@ -171,6 +176,10 @@ class Worker:
         sock = ctx.socket(zmq.DEALER)
         sock.linger = 0
         sock.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
+        if self.keys is not None:  # CurveZMQ: encrypted, and the dispatcher checks our key
+            sock.curve_secretkey = self.keys.secret
+            sock.curve_publickey = self.keys.public
+            sock.curve_serverkey = self.keys.server_public
         sock.connect(self.endpoint)
         if announce:
             sock.send_multipart(wire.encode(wire.Command.READY, {"name": self.name, "pid": os.getpid(),
@@ -196,7 +205,9 @@ class Worker:
 
 def main(endpoint: str, config: Config, name: str, parent_pid: int | None = None, log_level: int = logging.INFO) -> int:
     """Entry point of a spawned worker process."""
-    logging.basicConfig(level=log_level, format=f"%(asctime)s {name} %(levelname)s %(message)s")
+    from pipeline.logs import setup
+
+    setup(config.security.log_format, log_level, process_name=name)
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # it logs every decode's duration
     # Ctrl-C reaches the whole process group; the supervisor decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

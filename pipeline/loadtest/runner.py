@@ -144,10 +144,12 @@ class SpawnedPipeline:
         log_path: where its stderr (the log) goes.
         ready_timeout_s: how long to wait for ``pipeline: ready``.
         args: more ``pipeline run`` flags.
+        wait_ready: False to return once it listens (with ``--workers 0`` it is ready only
+            when a remote worker joins).
     """
 
     def __init__(self, config: str | None, log_path: Path, ready_timeout_s: float = 180.0,
-                 args: Sequence[str] = ()) -> None:
+                 args: Sequence[str] = (), wait_ready: bool = True) -> None:
         cmd = [sys.executable, "-m", "pipeline", "run", "--port", "0", "--worker-endpoint", "tcp://127.0.0.1:*",
                "--job-endpoint", "tcp://127.0.0.1:*", *args]
         if config:
@@ -157,17 +159,22 @@ class SpawnedPipeline:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.url = ""
         self.job_endpoint = ""  # for `pipeline transcribe --connect`
+        self.worker_endpoint = ""  # for `pipeline worker --connect`
         self.tail = ""
         deadline = time.monotonic() + ready_timeout_s
         assert self.proc.stdout is not None
+        started = False
         for line in self.proc.stdout:
             if m := re.search(r"listening on (\S+)", line):
                 self.url = m.group(1)
             if m := re.search(r"batch jobs on (\S+)", line):
                 self.job_endpoint = m.group(1)
-            if "pipeline: ready" in line or time.monotonic() > deadline:
+            if m := re.search(r"workers connect to ([^;\s]+)", line):
+                self.worker_endpoint = m.group(1)
+            started = "pipeline: ready" in line or (not wait_ready and bool(self.worker_endpoint))
+            if started or time.monotonic() > deadline:
                 break
-        if not self.url or self.proc.poll() is not None:
+        if not self.url or self.proc.poll() is not None or not started:
             self.stop()
             raise RuntimeError(f"the spawned pipeline did not start; see {log_path}")
 
