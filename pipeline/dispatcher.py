@@ -68,6 +68,9 @@ class Dispatcher:
         if config.job_endpoint:  # for `pipeline transcribe --connect`: same socket, one more endpoint
             self.clients.bind(config.job_endpoint)
             self.job_endpoint = self.clients.getsockopt_string(zmq.LAST_ENDPOINT)
+            if not any(h in self.job_endpoint for h in ("://127.", "://[::1]", "://localhost", "ipc://", "inproc://")):
+                log.warning("the job endpoint %s is reachable from other hosts and has no authentication: "
+                            "anyone who reaches it can use the workers (docs/deploy.md)", self.job_endpoint)
         self.malformed = 0
         self.jobs_done = 0
         self.hung = 0

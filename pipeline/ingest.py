@@ -39,6 +39,7 @@ from .core import wire
 from .core import protocol
 from .core.limits import ConnectionLimits, Violation
 from .core.segmenter import VadFn
+from .core.realtime import RealtimeSession
 from .core.session import Session, State
 from .errors import ConfigError, ProtocolError
 from .metrics import Metrics
@@ -46,6 +47,7 @@ from .metrics import Metrics
 log = logging.getLogger("pipeline.ingest")
 
 STREAM_PATH = "/v1/stream"
+REALTIME_PATH = "/v1/realtime"  # OpenAI Realtime transcription protocol (docs/protocol.md)
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -166,8 +168,9 @@ class Ingest:
             body, content_type = self.metrics.render()
             return Response(200, "OK", Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
                                                 ("Connection", "close")]), body)
-        if path != STREAM_PATH:
-            return connection.respond(http.HTTPStatus.NOT_FOUND, f"unknown path {path}; the stream endpoint is {STREAM_PATH}\n")
+        if path not in (STREAM_PATH, REALTIME_PATH):
+            return connection.respond(http.HTTPStatus.NOT_FOUND,
+                                      f"unknown path {path}; the stream endpoints are {STREAM_PATH} and {REALTIME_PATH}\n")
         if self.api_keys and not self._authorized(request):
             # Before any session state exists (docs/protocol.md, "Authentication").
             response = connection.respond(http.HTTPStatus.UNAUTHORIZED,
@@ -200,7 +203,10 @@ class Ingest:
 
     async def _handle(self, ws: ServerConnection) -> None:
         session_id = f"{self._prefix}{next(self._ids)}"
-        conn = _Connection(ws, Session(session_id, self.config, self.vad_factory), self.config)
+        path = ws.request.path.split("?", 1)[0] if ws.request is not None else STREAM_PATH
+        kind = RealtimeSession if path == REALTIME_PATH else Session
+        conn = _Connection(ws, kind(session_id, self.config, self.vad_factory), self.config)
+        await self._flush(conn)  # the Realtime protocol speaks first: session.created
         self.connections[session_id] = conn
         conn.writer = asyncio.create_task(conn.write())
         log.info("session %s opened from %s", session_id, ws.remote_address)
@@ -248,7 +254,7 @@ class Ingest:
         """Tell the client which limit it hit, and close; after its finals if the limit says so."""
         log.info("session %s: %s: %s", conn.session.id, violation.code, violation.message)
         if violation.flush and conn.session.state is State.STREAMING:
-            conn.session.receive_text('{"action":"stop"}')
+            conn.session.finish()
             await self._flush(conn)
             deadline = time.monotonic() + self.config.server.shutdown_timeout_s
             while conn.session.outstanding and time.monotonic() < deadline:
@@ -268,7 +274,8 @@ class Ingest:
                     if t0 is not None:
                         metrics.final_latency.observe(time.monotonic() - t0)
                 elif message["type"] == "error":
-                    metrics.errors.labels(message.get("code", "")).inc()
+                    code = message.get("code") or (message.get("error") or {}).get("code", "")
+                    metrics.errors.labels(code).inc()
             conn.send(message)
         for job in conn.session.jobs_to_send():
             if metrics is not None and job.priority == wire.Priority.FINAL:
@@ -306,7 +313,7 @@ class Ingest:
             self.server.close(close_connections=False)  # stop listening; keep the clients
         for conn in list(self.connections.values()):
             if conn.session.state is State.STREAMING:
-                conn.session.receive_text('{"action":"stop"}')
+                conn.session.finish()
                 await self._flush(conn)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and any(c.session.outstanding for c in self.connections.values()):

@@ -171,6 +171,15 @@ class Segmenter:
             return []
         return [self._final(self.buffer.end)]
 
+    def discard(self) -> int | None:
+        """Drop the open utterance without a final; returns its id if it had one."""
+        if not self.in_speech:
+            return None
+        self.in_speech = False
+        self._last_end = self.buffer.end
+        utterance, self._utt_id = self._utt_id, None
+        return utterance
+
     # -- the state machine ---------------------------------------------------------
 
     def _step(self, w0: int, p: float) -> list[Cut]:

@@ -66,7 +66,7 @@ class Session:
         self._jobs: list[Job] = []
         self._next_utterance = 0  # ids keep growing across start/stop, so they never repeat
         self._next_final = 0  # the next utterance whose final may be sent
-        self._finals: dict[int, dict[str, Any]] = {}  # finals that arrived early, held for order
+        self._finals: dict[int, dict[str, Any] | None] = {}  # finals that arrived early, held for order
         self._spans: dict[int, tuple[int, int]] = {}  # utterance -> (start, end) samples, until final
         self._partial_seq: dict[int, int] = {}  # utterance -> newest partial sequence sent
         self._job_seq = 0
@@ -78,6 +78,8 @@ class Session:
         self._level_due = 0
         self._level_every = config.server.level_interval_ms * SAMPLE_RATE // 1000
         self.audio_samples = 0  # 16 kHz samples received in this stream
+        self._boundaries: list[tuple[str, int, float]] = []  # ("start" | "end", utterance, seconds)
+        self._started: set[int] = set()
 
     # -- input -------------------------------------------------------------------------
 
@@ -118,6 +120,42 @@ class Session:
             self._on_partial(utterance, int(kind[1:]), header)
         elif kind == "f":
             self._on_final(utterance, header)
+
+    def finish(self) -> None:
+        """Stop the stream on the server's behalf (shutdown, a limit): flush its finals."""
+        if self.state is State.STREAMING:
+            self.receive_text('{"action":"stop"}')
+
+    def commit(self) -> int | None:
+        """End the open utterance now, as if silence had come (the client says so).
+
+        Returns:
+            The utterance's id, or None if no speech was open.
+        """
+        if self.state is not State.STREAMING:
+            return None
+        assert self.decoder is not None and self.segmenter is not None
+        self._feed(self.decoder.flush())
+        cuts = self.segmenter.flush()
+        self._submit(cuts)
+        return cuts[-1].utterance_id if cuts else None
+
+    def clear(self) -> int | None:
+        """Drop the open utterance: no final, and its partials are dropped. Returns its id."""
+        if self.state is not State.STREAMING:
+            return None
+        assert self.segmenter is not None
+        utterance = self.segmenter.discard()
+        if utterance is not None:
+            self._finals[utterance] = None  # released in order like a final, but sends nothing
+            self._spans.setdefault(utterance, (0, 0))
+            self._on_final_released()
+        return utterance
+
+    def take_boundaries(self) -> list[tuple[str, int, float]]:
+        """Where utterances started and ended (seconds of stream), since the last call."""
+        out, self._boundaries = self._boundaries, []
+        return out
 
     def close(self) -> None:
         """The connection is gone: forget everything outstanding."""
@@ -181,6 +219,12 @@ class Session:
         assert self.segmenter is not None
         self._next_utterance = self.segmenter.next_id
         for cut in cuts:
+            if cut.utterance_id not in self._started:
+                self._started.add(cut.utterance_id)
+                self._boundaries.append(("start", cut.utterance_id, cut.start / SAMPLE_RATE))
+            if cut.kind == "final":
+                self._started.discard(cut.utterance_id)
+                self._boundaries.append(("end", cut.utterance_id, cut.end / SAMPLE_RATE))
             if cut.kind == "partial" and cut.utterance_id in self._partial_in_flight:
                 # One partial per utterance at a time: when workers are busy, partials come
                 # as fast as they are decoded, and no faster (docs/architecture.md).
@@ -269,7 +313,8 @@ class Session:
             return  # a duplicate answer: exactly one final per utterance
         start, end = span
         if header.get("error"):
-            self._error("asr_failed", f"utterance {utterance} could not be transcribed: {header['error']}")
+            self._messages.append({**protocol.error("asr_failed", f"utterance {utterance} could not be transcribed: "
+                                                                  f"{header['error']}"), "utterance_id": utterance})
         words = None
         if self.start is not None and self.start.words:
             offset = start / SAMPLE_RATE
@@ -281,10 +326,15 @@ class Session:
         self._finals[utterance] = protocol.transcript(
             "final", utterance, str(header.get("text", "")), start / SAMPLE_RATE, end / SAMPLE_RATE, words
         )
+        self._on_final_released()
+
+    def _on_final_released(self) -> None:
+        """Send the finals now due, in order; a cleared utterance (None) sends nothing."""
         while self._next_final in self._finals:
             message = self._finals.pop(self._next_final)
-            self._messages.append(message)
-            self._texts[self._next_final] = message["text"]
+            if message is not None:
+                self._messages.append(message)
+                self._texts[self._next_final] = message["text"]
             self._texts.pop(self._next_final - 8, None)
             self._spans.pop(self._next_final, None)
             self._partial_seq.pop(self._next_final, None)

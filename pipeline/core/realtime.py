@@ -1,0 +1,248 @@
+"""The OpenAI Realtime transcription protocol over our session, without I/O.
+
+``/v1/realtime`` speaks the event protocol of OpenAI's Realtime API in its transcription
+mode (docs/protocol.md, "OpenAI Realtime"): JSON events in, JSON events out, audio as
+base64 PCM16 at 24 kHz in ``input_audio_buffer.append``. Underneath is the same
+:class:`~pipeline.core.session.Session` as ``/v1/stream``: this class only translates.
+
+* Server VAD is the session's segmenter: an utterance's first cut is
+  ``input_audio_buffer.speech_started``, its final cut ``speech_stopped`` then
+  ``committed``. Each utterance is one conversation item.
+* Deltas only ever append, so a delta carries only **stable** text: the words two
+  partials in a row agree on (LocalAgreement, as whisper_streaming does). The final's
+  words beyond them come as a last delta when they extend what was sent, and the final
+  text is in ``...transcription.completed`` either way.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import json
+from collections.abc import Callable
+from typing import Any
+
+from ..config import Config
+from .segmenter import VadFn
+from .session import Session, State
+
+#: The Realtime API's PCM16 input rate.
+INPUT_RATE = 24000
+
+
+def _error(code: str, message: str, event_id: str | None = None) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": "invalid_request_error", "code": code, "message": message,
+                                       "param": None, "event_id": event_id}}
+
+
+class RealtimeSession:
+    """One ``/v1/realtime`` connection. Same surface as :class:`Session` for the ingest."""
+
+    def __init__(self, session_id: str, config: Config, vad_factory: Callable[[], VadFn]) -> None:
+        self.id = session_id
+        self.inner = Session(session_id, config, vad_factory)
+        self.language = "en"
+        self.model = "whisper-1"
+        self._ids = itertools.count(1)
+        self._out: list[dict[str, Any]] = []
+        self._items: dict[int, str] = {}  # utterance -> item id
+        self._last_item: str | None = None
+        self._sent: dict[int, list[str]] = {}  # utterance -> words already sent as deltas
+        self._failed: dict[int, str] = {}  # utterance -> why its transcription failed
+        self._last_partial: dict[int, list[str]] = {}
+        self._start_inner()
+        self._emit({"type": "session.created", "session": self._session()})
+
+    # -- the ingest's side (Session's interface) -----------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self.inner.state
+
+    @property
+    def audio_samples(self) -> int:
+        return self.inner.audio_samples
+
+    @property
+    def outstanding(self) -> int:
+        return self.inner.outstanding
+
+    def receive_text(self, text: str) -> None:
+        try:
+            event = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            self._emit(_error("invalid_json", "events must be JSON objects"))
+            return
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            self._emit(_error("invalid_event", 'an event needs a "type"'))
+            return
+        kind, event_id = event["type"], event.get("event_id")
+        if kind in ("session.update", "transcription_session.update"):
+            self._on_update(event, kind.replace(".update", ".updated"))
+        elif kind == "input_audio_buffer.append":
+            self._on_append(event)
+        elif kind == "input_audio_buffer.commit":
+            utterance = self.inner.commit()
+            if utterance is None:
+                self._emit(_error("input_audio_buffer_commit_empty", "there is no speech in the buffer to commit",
+                                  event_id))
+        elif kind == "input_audio_buffer.clear":
+            self.inner.clear()
+            self._emit({"type": "input_audio_buffer.cleared"})
+        else:
+            self._emit(_error("unknown_event", f"unsupported event type {kind[:60]!r} on a transcription session",
+                              event_id))
+        self._translate()
+
+    def receive_bytes(self, data: bytes) -> None:
+        self._emit(_error("invalid_event", "send audio as input_audio_buffer.append events, not binary frames"))
+
+    def receive_result(self, header: dict[str, Any]) -> None:
+        self.inner.receive_result(header)
+        self._translate()
+
+    def messages_to_send(self) -> list[dict[str, Any]]:
+        out, self._out = self._out, []
+        return out
+
+    def jobs_to_send(self) -> list[Any]:
+        return self.inner.jobs_to_send()
+
+    def finish(self) -> None:
+        self.inner.finish()
+        self._translate()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    # -- events in ---------------------------------------------------------------------
+
+    def _start_inner(self) -> None:
+        self.inner.receive_text(json.dumps({"action": "start", "sample_rate": INPUT_RATE, "format": "pcm_s16le",
+                                            "language": self.language, "partials": True}))
+        self.inner.messages_to_send()  # "ready": nothing the Realtime protocol says
+
+    def _on_update(self, event: dict[str, Any], reply: str) -> None:
+        session = event.get("session") or {}
+        if not isinstance(session, dict):
+            self._emit(_error("invalid_value", "session must be an object", event.get("event_id")))
+            return
+        # GA shape: session.audio.input.{format, transcription}; beta: input_audio_*.
+        audio_in = ((session.get("audio") or {}).get("input") or {}) if isinstance(session.get("audio"), dict) else {}
+        transcription = audio_in.get("transcription") or session.get("input_audio_transcription") or {}
+        fmt = audio_in.get("format") or session.get("input_audio_format")
+        if isinstance(fmt, dict):
+            ok = fmt.get("type", "audio/pcm") == "audio/pcm" and int(fmt.get("rate", INPUT_RATE)) == INPUT_RATE
+        else:
+            ok = fmt in (None, "pcm16")
+        if not ok:
+            self._emit(_error("unsupported_format", f"only 24 kHz PCM16 input is supported, not {fmt!r}",
+                              event.get("event_id")))
+            return
+        if isinstance(transcription, dict):
+            self.model = str(transcription.get("model") or self.model)
+            language = transcription.get("language")
+            if language and language != self.language:
+                self.language = str(language)
+                if self.inner.state is State.STREAMING and not self.inner.audio_samples:
+                    self.inner = Session(self.id, self.inner.config, self.inner.vad_factory)
+                    self._start_inner()
+        self._emit({"type": reply, "session": self._session()})
+
+    def _on_append(self, event: dict[str, Any]) -> None:
+        try:
+            pcm = base64.b64decode(str(event.get("audio", "")), validate=True)
+        except (binascii.Error, ValueError):
+            self._emit(_error("invalid_value", "audio must be base64 PCM16", event.get("event_id")))
+            return
+        if self.inner.state is not State.STREAMING:
+            self._start_inner()
+        self.inner.receive_bytes(pcm)
+
+    # -- events out ----------------------------------------------------------------------
+
+    def _translate(self) -> None:
+        for edge, utterance, at_s in self.inner.take_boundaries():
+            item = self._item(utterance)
+            if edge == "start":
+                self._emit({"type": "input_audio_buffer.speech_started", "audio_start_ms": round(at_s * 1000),
+                            "item_id": item})
+            else:
+                self._emit({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": round(at_s * 1000),
+                            "item_id": item})
+                self._emit({"type": "input_audio_buffer.committed", "item_id": item,
+                            "previous_item_id": self._last_item})
+                self._last_item = item
+        for message in self.inner.messages_to_send():
+            kind = message["type"]
+            if kind == "partial":
+                self._on_partial(message)
+            elif kind == "final":
+                self._on_final(message)
+            elif kind == "error":
+                if message["code"] == "asr_failed" and "utterance_id" in message:
+                    self._failed[int(message["utterance_id"])] = message["message"]
+                    continue  # reported with the final, as ...transcription.failed
+                self._emit(_error(message["code"], message["message"]))
+
+    def _on_partial(self, message: dict[str, Any]) -> None:
+        utterance = int(message["utterance_id"])
+        words = message["text"].split()
+        previous = self._last_partial.get(utterance, [])
+        stable = []
+        for a, b in zip(previous, words):
+            if a != b:
+                break
+            stable.append(a)
+        self._last_partial[utterance] = words
+        self._send_delta(utterance, stable)
+
+    def _on_final(self, message: dict[str, Any]) -> None:
+        utterance = int(message["utterance_id"])
+        item = self._item(utterance)
+        text = message["text"]
+        self._last_partial.pop(utterance, None)
+        if utterance in self._failed:
+            self._emit({"type": "conversation.item.input_audio_transcription.failed", "item_id": item,
+                        "content_index": 0, "error": {"type": "transcription_error", "code": "asr_failed",
+                                                      "message": self._failed.pop(utterance)}})
+            return
+        self._send_delta(utterance, text.split())
+        self._sent.pop(utterance, None)
+        self._emit({"type": "conversation.item.input_audio_transcription.completed", "item_id": item,
+                    "content_index": 0, "transcript": text,
+                    "usage": {"type": "duration", "seconds": round(message["end"] - message["start"], 3)}})
+
+    def _send_delta(self, utterance: int, words: list[str]) -> None:
+        """Send the words of ``words`` past those already sent, if they extend them."""
+        sent = self._sent.setdefault(utterance, [])
+        if len(words) <= len(sent) or words[: len(sent)] != sent:
+            return
+        new = words[len(sent):]
+        self._emit({"type": "conversation.item.input_audio_transcription.delta", "item_id": self._item(utterance),
+                    "content_index": 0, "delta": (" " if sent else "") + " ".join(new)})
+        sent.extend(new)
+
+    def _item(self, utterance: int) -> str:
+        if utterance not in self._items:
+            self._items[utterance] = f"item_{self.id}_{utterance}"
+        return self._items[utterance]
+
+    def _session(self) -> dict[str, Any]:
+        return {
+            "id": f"sess_{self.id}",
+            "object": "realtime.transcription_session",
+            "type": "transcription",
+            "audio": {"input": {
+                "format": {"type": "audio/pcm", "rate": INPUT_RATE},
+                "transcription": {"model": self.model, "language": self.language},
+                "turn_detection": {"type": "server_vad", "threshold": self.inner.config.segmenter.vad_threshold,
+                                   "prefix_padding_ms": self.inner.config.segmenter.speech_pad_ms,
+                                   "silence_duration_ms": self.inner.config.segmenter.min_silence_ms},
+            }},
+        }
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        event.setdefault("event_id", f"event_{self.id}_{next(self._ids)}")
+        self._out.append(event)
