@@ -15,7 +15,9 @@ only itself.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
+import importlib.resources
 import http
 import itertools
 import json
@@ -46,6 +48,10 @@ from .metrics import Metrics
 
 log = logging.getLogger("pipeline.ingest")
 
+#: The browser page (pipeline/web), served as is: plain modules, no build, no CDN.
+WEB_FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("index.html", "text/html; charset=utf-8"),
+             "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+             "/worklet.js": ("worklet.js", "text/javascript; charset=utf-8")}
 STREAM_PATH = "/v1/stream"
 REALTIME_PATH = "/v1/realtime"  # OpenAI Realtime transcription protocol (docs/protocol.md)
 
@@ -164,6 +170,11 @@ class Ingest:
             if n > 0 and self.accepting:
                 return connection.respond(http.HTTPStatus.OK, f"ready: {n} worker(s)\n")
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "not ready: no worker is ready\n")
+        if path in WEB_FILES:
+            name, content_type = WEB_FILES[path]
+            body = self._web_file(name)
+            return Response(200, "OK", Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
+                                                ("Cache-Control", "no-cache"), ("Connection", "close")]), body)
         if path == "/metrics" and self.metrics is not None:
             body, content_type = self.metrics.render()
             return Response(200, "OK", Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
@@ -189,6 +200,11 @@ class Ingest:
                 f"server busy: all {self.config.server.max_sessions} sessions are in use; try again later\n",
             )
         return None
+
+    @staticmethod
+    @functools.cache
+    def _web_file(name: str) -> bytes:
+        return (importlib.resources.files("pipeline") / "web" / name).read_bytes()
 
     def _authorized(self, request: Request) -> bool:
         header = request.headers.get("Authorization", "")
