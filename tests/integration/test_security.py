@@ -181,3 +181,33 @@ def test_pipeline_stream_speaks_wss_with_a_token(pipeline_factory, tmp_path):
     assert ok.returncode == 0 and ok.stdout.count("speech of") >= 3, ok.stderr  # the fake model's finals
     refused = subprocess.run(base, capture_output=True, text=True, timeout=timeout(60))
     assert refused.returncode != 0 and "401" in refused.stderr
+
+
+def test_realtime_endpoint_checks_the_bearer_key_and_ignores_openai_beta(pipeline_factory):
+    import asyncio
+    import base64
+
+    from openai import AsyncOpenAI
+
+    p = pipeline_factory(secured(api_keys=("sk-right",)))
+    base_url = p.http_base + "/v1"
+    pcm = pcm16(AUDIO[: 3 * 16000])  # 16 kHz bytes, sent as if 24 kHz: fine for the fake model
+
+    async def session(key: str) -> list:
+        client = AsyncOpenAI(base_url=base_url, api_key=key)
+        events = []
+        async with client.realtime.connect(extra_query={"intent": "transcription"},
+                                           extra_headers={"OpenAI-Beta": "realtime=v1"}) as conn:
+            events.append(await conn.recv())
+            await conn.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()})
+            await conn.send({"type": "input_audio_buffer.commit"})
+            while not any(e.type.endswith("transcription.completed") for e in events):
+                events.append(await asyncio.wait_for(conn.recv(), timeout(20)))
+        return events
+
+    with pytest.raises(InvalidStatus) as info:
+        asyncio.run(session("sk-wrong"))
+    assert info.value.response.status_code == 401
+    events = asyncio.run(session("sk-right"))
+    assert events[0].type == "session.created"
+    assert [e for e in events if e.type.endswith("completed")][0].transcript.startswith("speech of")
