@@ -131,8 +131,11 @@ class Dispatcher:
     def _on_client(self, client: bytes, frames: list[bytes], now: float) -> None:
         try:
             command, header, payload = wire.decode(frames)
+            if command is wire.Command.CANCEL:
+                self.scheduler.cancel(client, str(header.get("prefix", "")))
+                return
             if command is not wire.Command.JOB:
-                raise ProtocolError("bad_command", f"clients may only send JOB, not {command.name}")
+                raise ProtocolError("bad_command", f"clients may only send JOB or CANCEL, not {command.name}")
             job = wire.decode_job(header, payload)
         except ProtocolError as exc:
             self.malformed += 1
@@ -242,7 +245,8 @@ class Dispatcher:
                           for kind, (n, secs) in self.decode_by_kind.items() if n)
         s = self.scheduler
         return (f"jobs done: {self.jobs_done}; decode time by kind: {kinds or 'none'}; "
-                f"partials replaced while queued: {s.replaced}; retried: {s.retried}; hung workers replaced: "
+                f"partials replaced while queued: {s.replaced}; cancelled: {s.cancelled}; retried: {s.retried}; "
+                f"hung workers replaced: "
                 f"{self.hung}; malformed: {self.malformed}")
 
     def close(self) -> None:

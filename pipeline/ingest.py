@@ -15,6 +15,7 @@ only itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
 import importlib.resources
@@ -259,6 +260,10 @@ class Ingest:
         except websockets.ConnectionClosed:
             pass
         finally:
+            # Its queued jobs are for no one now: the dispatcher drops them.
+            with contextlib.suppress(zmq.ZMQError):
+                await self.jobs.send_multipart(wire.encode(wire.Command.CANCEL, {"prefix": session_id + ":"}),
+                                               flags=zmq.NOBLOCK)
             del self.connections[session_id]
             for key in [k for k in self._final_made if k.startswith(session_id + ":")]:
                 del self._final_made[key]

@@ -295,6 +295,10 @@ class Transcriber:
                     receiver = asyncio.ensure_future(self.sock.recv_multipart())
         finally:
             cancelled.set()
+            if todo or self._active:  # stopped early: what is still queued is for no one
+                with contextlib.suppress(zmq.ZMQError):
+                    await self.sock.send_multipart(wire.encode(wire.Command.CANCEL, {"prefix": self.run_id + ":"}),
+                                                   flags=zmq.NOBLOCK)
             for task in (receiver, stopper, getter):
                 task.cancel()
             await asyncio.gather(receiver, stopper, getter, *threads, return_exceptions=True)

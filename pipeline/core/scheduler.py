@@ -74,6 +74,7 @@ class Scheduler:
         self.failures: list[Failure] = []
         self.replaced = 0
         self.retried = 0
+        self.cancelled = 0
 
     # -- workers -----------------------------------------------------------------
 
@@ -139,6 +140,23 @@ class Scheduler:
             return False
         queue[slot] = (client, job)
         return True
+
+    def cancel(self, client: bytes, prefix: str) -> int:
+        """Drop ``client``'s queued jobs whose id starts with ``prefix`` (its session ended).
+
+        Jobs already running are left to finish; their answers find no session and are
+        dropped. Returns how many were dropped.
+        """
+        if not prefix:
+            return 0
+        dropped = 0
+        for queue in self.queues.values():
+            for slot, (owner, job) in list(queue.items()):
+                if owner == client and job.job_id.startswith(prefix):
+                    del queue[slot]
+                    dropped += 1
+        self.cancelled += dropped
+        return dropped
 
     def result(self, identity: bytes, job_id: str, attempt: int) -> tuple[bytes, Job] | None:
         """A worker answered. Returns (client, job), or None if the answer is stale."""

@@ -46,6 +46,7 @@ class Command(bytes, enum.Enum):
     RESULT = b"\x03"
     HEARTBEAT = b"\x04"
     DISCONNECT = b"\x05"
+    CANCEL = b"\x06"  # client -> dispatcher: drop my queued jobs whose id starts with "prefix"
 
 
 class Priority(enum.IntEnum):

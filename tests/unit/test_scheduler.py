@@ -152,3 +152,19 @@ def test_a_single_worker_is_shared_with_batch_work():
     s.worker_ready(b"w1", 5.5)
     s.submit(b"t", job("b1", Priority.BATCH), now=6.0)
     assert [j.job_id for _, _, j in s.assignments(now=6.0)] == ["b1"]  # nothing to reserve with one worker
+
+
+def test_cancel_drops_only_that_clients_queued_jobs_with_the_prefix():
+    s = Scheduler()
+    s.submit(b"ingest", job("a1:0:f"))
+    s.submit(b"ingest", job("a1:1:p3", Priority.PARTIAL, key="a1:1"))
+    s.submit(b"ingest", job("a12:0:f"))  # another session whose id starts alike
+    s.submit(b"other", job("a1:9:f"))  # same prefix, another client
+    s.worker_ready(b"w1", 0.0)
+    s.assignments()  # a1:0:f is now running: it is left to finish
+    assert s.cancel(b"ingest", "a1:") == 1
+    assert s.cancelled == 1
+    s.worker_ready(b"w2", 0.0)
+    s.worker_ready(b"w3", 0.0)
+    assert {j.job_id for _, _, j in s.assignments()} == {"a1:9:f", "a12:0:f"}
+    assert s.cancel(b"ingest", "") == 0
