@@ -47,7 +47,7 @@ class Dispatcher:
                  on_hung: Callable[[dict[str, Any]], None] | None = None, keys_dir: str = "") -> None:
         self.config = config
         self.on_hung = on_hung
-        self.auth = None
+        self.auth: Any = None  # the ZAP authenticator, with keys
         self.scheduler = Scheduler(
             config.heartbeat_interval_s, config.heartbeat_liveness, config.max_attempts, config.max_queued_jobs,
             config.live_reserve_s,

@@ -28,7 +28,7 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import websockets
 import zmq
@@ -75,7 +75,7 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
 class _Connection:
     """A client connection: its session, its limits and its outgoing queue."""
 
-    def __init__(self, ws: ServerConnection, session: Session, config: Config) -> None:
+    def __init__(self, ws: ServerConnection, session: Session | RealtimeSession, config: Config) -> None:
         self.ws = ws
         self.session = session
         self.limits = ConnectionLimits(config.server, time.monotonic())
@@ -145,7 +145,7 @@ class Ingest:
             cfg.port,
             process_request=self._process_request,
             # Browsers send Origin; programs do not (None), and are not affected.
-            origins=[None, *sec.allowed_origins] if sec.allowed_origins else None,
+            origins=cast(Any, [None, *sec.allowed_origins]) if sec.allowed_origins else None,
             ssl=tls_context(sec.tls_cert, sec.tls_key) if sec.tls_cert else None,
             max_size=cfg.max_message_bytes,
             compression=None,  # PCM does not compress; deflate would only cost CPU
@@ -221,8 +221,9 @@ class Ingest:
     async def _handle(self, ws: ServerConnection) -> None:
         session_id = f"{self._prefix}{next(self._ids)}"
         path = ws.request.path.split("?", 1)[0] if ws.request is not None else STREAM_PATH
-        kind = RealtimeSession if path == REALTIME_PATH else Session
-        conn = _Connection(ws, kind(session_id, self.config, self.vad_factory), self.config)
+        session: Session | RealtimeSession = (RealtimeSession if path == REALTIME_PATH else Session)(
+            session_id, self.config, self.vad_factory)
+        conn = _Connection(ws, session, self.config)
         await self._flush(conn)  # the Realtime protocol speaks first: session.created
         self.connections[session_id] = conn
         conn.writer = asyncio.create_task(conn.write())

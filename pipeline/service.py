@@ -17,6 +17,8 @@ import time
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 
+from typing import Any
+
 import zmq
 import zmq.asyncio
 
@@ -37,6 +39,14 @@ def _vad_factory(config: Config):  # type: ignore[no-untyped-def]
 
     warm_up()
     return SileroStream
+
+
+def _killer(supervisors: list[Supervisor]) -> Callable[[dict[str, Any]], None]:
+    """The dispatcher's hung-worker hook: the supervisor (made later) kills its own process."""
+    def kill(info: dict[str, Any]) -> None:
+        for supervisor in supervisors:
+            supervisor.kill(info.get("pid"))
+    return kill
 
 
 def local_endpoint(bound: str) -> str:
@@ -66,8 +76,7 @@ async def serve(
     # worker processes to clean up.
     try:
         supervisor_ref: list[Supervisor] = []
-        dispatcher = Dispatcher(ctx, config.dispatcher, JOBS_ENDPOINT,
-                                on_hung=lambda info: [s.kill(info.get("pid")) for s in supervisor_ref],
+        dispatcher = Dispatcher(ctx, config.dispatcher, JOBS_ENDPOINT, on_hung=_killer(supervisor_ref),
                                 keys_dir=config.security.keys_dir)
     except PipelineError:  # a keys folder that is missing or unreadable
         ctx.destroy(linger=0)
@@ -125,8 +134,7 @@ async def serve(
                 break
             failed = [t for t in tasks if t.done()]
             if failed:
-                exc = failed[0].exception()
-                log.error("%s stopped unexpectedly: %r", failed[0].get_name(), exc)
+                log.error("%s stopped unexpectedly: %r", failed[0].get_name(), failed[0].exception())
                 code = 1
                 break
             with contextlib.suppress(asyncio.TimeoutError):
@@ -160,8 +168,7 @@ async def local_pool(config: Config, ctx: zmq.asyncio.Context, client_endpoint: 
     """
     dcfg = dataclasses.replace(config.dispatcher, worker_endpoint="tcp://127.0.0.1:*", job_endpoint="")
     supervisor_ref: list[Supervisor] = []
-    dispatcher = Dispatcher(ctx, dcfg, client_endpoint,
-                            on_hung=lambda info: [s.kill(info.get("pid")) for s in supervisor_ref],
+    dispatcher = Dispatcher(ctx, dcfg, client_endpoint, on_hung=_killer(supervisor_ref),
                             keys_dir=config.security.keys_dir)
     count = max(1, config.workers.resolved_count())
     supervisor = Supervisor(config, local_endpoint(dispatcher.worker_endpoint), count, logging.WARNING)

@@ -106,7 +106,7 @@ class Worker:
         try:
             while not (self.stopping and not busy):
                 timeout = max(0.0, min(last_sent + self.interval, last_heard + self.liveness_s) - time.monotonic())
-                events = dict(poller.poll(timeout * 1000))
+                events = dict(poller.poll(int(timeout * 1000)))
                 now = time.monotonic()
                 if pair in events:
                     frames = pair.recv_multipart()

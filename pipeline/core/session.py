@@ -271,7 +271,8 @@ class Session:
         assert self.start is not None
         cut, workers = held.cut, self.config.workers
         final = cut.kind == "final"
-        start, texts, want = cut.start, [], cut.utterance_id - 1
+        texts: list[str] = []
+        start, want = cut.start, cut.utterance_id - 1
         for uid, u_start in reversed(held.earlier):
             text = self._texts.get(uid, "")
             if uid != want or not text:

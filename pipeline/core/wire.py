@@ -100,7 +100,7 @@ def encode(command: Command, header: dict[str, Any] | None = None, payload: Any 
 
 def encode_job(job: Job) -> list[Any]:
     audio = np.ascontiguousarray(job.audio, dtype="<f4")
-    return encode(Command.JOB, job.header(), memoryview(audio).cast("B"))
+    return encode(Command.JOB, job.header(), audio.data.cast("B"))
 
 
 def decode(frames: list[Any]) -> tuple[Command, dict[str, Any], bytes | None]:

@@ -139,9 +139,9 @@ def report(passes: list[Pass], clients: int, wall_s: float, t0: float, resources
     outcomes: list[UtteranceOutcome] = []
     intervals: list[float] = []
     for p in passes:
-        o, i = judge(p)
-        outcomes += o
-        intervals += i
+        judged, gaps = judge(p)
+        outcomes += judged
+        intervals += gaps
     errors = [m for p in passes for _, m in p.messages if m.get("type") == "error"]
     codes: dict[str, int] = defaultdict(int)
     for m in errors:
