@@ -75,6 +75,7 @@ class Dispatcher:
         self.jobs_done = 0
         self.hung = 0
         self.metrics: Metrics | None = None  # set by the service when it serves /metrics
+        self._counted = (0, 0)  # retries and hung workers already added to the metrics
         # Where the workers' time goes, by job kind: {"final": [jobs, decode seconds], ...}
         self.decode_by_kind: dict[str, list[float]] = {p.name.lower(): [0, 0.0] for p in wire.Priority}
         self._closed = False
@@ -234,10 +235,9 @@ class Dispatcher:
             m.queue_depth.labels(priority.name.lower()).set(s.queued(priority))
         m.in_flight.set(s.in_flight())
         m.ready_workers.set(len(s.workers))
-        seen = getattr(self, "_metrics_seen", (0, 0))
-        m.retries.inc(s.retried - seen[0])
-        m.hung.inc(self.hung - seen[1])
-        self._metrics_seen = (s.retried, self.hung)
+        m.retries.inc(s.retried - self._counted[0])
+        m.hung.inc(self.hung - self._counted[1])
+        self._counted = (s.retried, self.hung)
 
     def summary(self) -> str:
         """One line on the work done, for the log at shutdown."""
