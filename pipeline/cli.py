@@ -203,6 +203,7 @@ def transcribe(paths: tuple[str, ...], out_dir: str | None, formats_: str, worke
     from rich.console import Console
 
     from . import formats, transcribe as tr
+    from .service import stop_on_signals
     from .transcribe_view import View, summary
 
     wanted = tuple(dict.fromkeys(f.strip().lower() for f in formats_.split(",") if f.strip()))
@@ -234,7 +235,7 @@ def transcribe(paths: tuple[str, ...], out_dir: str | None, formats_: str, worke
 
     async def go() -> tuple[list[tr.Outcome], int]:
         stop = asyncio.Event()
-        tr.install_stop(stop)
+        stop_on_signals(stop)  # the files already written stay; the rest is cancelled
         with View(console, len(inputs), total_s) as view:
             outcomes = await tr.transcribe(cfg, inputs, options, connect, view.update, stop)
         return outcomes, int(stop.is_set())
@@ -245,7 +246,7 @@ def transcribe(paths: tuple[str, ...], out_dir: str | None, formats_: str, worke
     except PipelineError as exc:
         console.print(f"error: {exc}", highlight=False)
         sys.exit(min(len(inputs) + len(problems), EXIT_MAX_FAILED))
-    summary(console, problems + outcomes, time.monotonic() - t0, sum(o.chunks for o in outcomes if o.status == "done"))
+    summary(console, problems + outcomes, time.monotonic() - t0)
     if interrupted:
         sys.exit(EXIT_INTERRUPTED)
     failed = len(problems) + sum(o.status == "failed" for o in outcomes)

@@ -39,14 +39,15 @@ class Dispatcher:
         ctx: the asyncio ZeroMQ context shared with the ingest (for ``inproc``).
         config: endpoints and heartbeat settings.
         client_endpoint: where job clients connect (the ingest uses ``inproc``).
-        on_hung: called with a worker's READY info (``pid``, ``name``) when its job ran
-            past ``job_deadline_s``, so that the supervisor can kill and replace it.
+        keys_dir: CurveZMQ keys for the worker side (``pipeline keys init``); "" for none.
     """
 
     def __init__(self, ctx: zmq.asyncio.Context, config: DispatcherConfig, client_endpoint: str,
-                 on_hung: Callable[[dict[str, Any]], None] | None = None, keys_dir: str = "") -> None:
+                 keys_dir: str = "") -> None:
         self.config = config
-        self.on_hung = on_hung
+        # Called with a worker's READY info (``pid``, ``name``) when its job ran past
+        # ``job_deadline_s``: the supervisor sets it, to kill and replace that process.
+        self.on_hung: Callable[[dict[str, Any]], object] | None = None
         self.auth: Any = None  # the ZAP authenticator, with keys
         self.scheduler = Scheduler(
             config.heartbeat_interval_s, config.heartbeat_liveness, config.max_attempts, config.max_queued_jobs,

@@ -37,9 +37,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from .config import Config
+from .config import SAMPLE_RATE, Config
 from .core import wire
-from .core import protocol
 from .core.limits import ConnectionLimits, Violation
 from .core.segmenter import VadFn
 from .core.realtime import RealtimeSession
@@ -242,13 +241,13 @@ class Ingest:
                         continue
                 else:
                     now = time.monotonic()
+                    before = conn.session.audio_samples
                     if isinstance(frame, str):
-                        conn.limits.on_message(now)
-                        conn.session.receive_text(frame)
+                        conn.session.receive_text(frame)  # may carry audio: /v1/realtime's append
                     else:
-                        before = conn.session.audio_samples
                         conn.session.receive_bytes(frame)
-                        violation = conn.limits.on_audio(max(0, conn.session.audio_samples - before) / 16000, now)
+                    # Audio is counted as the session decoded it, whichever frame brought it.
+                    violation = conn.limits.on_audio(max(0, conn.session.audio_samples - before) / SAMPLE_RATE, now)
                     await self._flush(conn)
                 if violation is not None:
                     await self._enforce(conn, violation)
@@ -281,7 +280,7 @@ class Ingest:
             deadline = time.monotonic() + self.config.server.shutdown_timeout_s
             while conn.session.outstanding and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-        conn.send(protocol.error(violation.code, violation.message))
+        conn.send(conn.session.error_message(violation.code, violation.message))
         conn.outbox.put_nowait(None)  # the writer ends after what is queued
         if conn.writer is not None:
             await asyncio.wait([conn.writer], timeout=2.0)

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
 import time
-import dataclasses
 from collections.abc import AsyncIterator, Callable
-
-from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -41,12 +39,12 @@ def _vad_factory(config: Config):  # type: ignore[no-untyped-def]
     return SileroStream
 
 
-def _killer(supervisors: list[Supervisor]) -> Callable[[dict[str, Any]], None]:
-    """The dispatcher's hung-worker hook: the supervisor (made later) kills its own process."""
-    def kill(info: dict[str, Any]) -> None:
-        for supervisor in supervisors:
-            supervisor.kill(info.get("pid"))
-    return kill
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGINT and SIGTERM only set ``stop`` (uvicorn's habit); shutdown runs in order after."""
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not in the main thread
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
 
 
 def local_endpoint(bound: str) -> str:
@@ -65,19 +63,14 @@ async def serve(
     ``on_started`` receives the ingest and the dispatcher once both listen (tests look
     inside them to check that nothing leaks).
     """
-    loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
-    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not in the main thread
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
 
     ctx = zmq.asyncio.Context()
     # Bind everything before spawning anything: a busy port must fail fast, with no
     # worker processes to clean up.
     try:
-        supervisor_ref: list[Supervisor] = []
-        dispatcher = Dispatcher(ctx, config.dispatcher, JOBS_ENDPOINT, on_hung=_killer(supervisor_ref),
-                                keys_dir=config.security.keys_dir)
+        dispatcher = Dispatcher(ctx, config.dispatcher, JOBS_ENDPOINT, keys_dir=config.security.keys_dir)
     except PipelineError:  # a keys folder that is missing or unreadable
         ctx.destroy(linger=0)
         raise
@@ -103,7 +96,7 @@ async def serve(
             f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}") from None
     count = config.workers.resolved_count()
     supervisor = Supervisor(config, local_endpoint(dispatcher.worker_endpoint), count)
-    supervisor_ref.append(supervisor)
+    dispatcher.on_hung = supervisor.kill_hung
     supervisor.start()
     if on_started is not None:
         on_started(ingest, dispatcher)
@@ -167,12 +160,10 @@ async def local_pool(config: Config, ctx: zmq.asyncio.Context, client_endpoint: 
         PipelineError: no worker could start, or not all were ready in time.
     """
     dcfg = dataclasses.replace(config.dispatcher, worker_endpoint="tcp://127.0.0.1:*", job_endpoint="")
-    supervisor_ref: list[Supervisor] = []
-    dispatcher = Dispatcher(ctx, dcfg, client_endpoint, on_hung=_killer(supervisor_ref),
-                            keys_dir=config.security.keys_dir)
+    dispatcher = Dispatcher(ctx, dcfg, client_endpoint, keys_dir=config.security.keys_dir)
     count = max(1, config.workers.resolved_count())
     supervisor = Supervisor(config, local_endpoint(dispatcher.worker_endpoint), count, logging.WARNING)
-    supervisor_ref.append(supervisor)
+    dispatcher.on_hung = supervisor.kill_hung
     supervisor.start()
     tasks = [asyncio.create_task(dispatcher.run(), name="dispatcher"),
              asyncio.create_task(supervisor.watch(), name="supervisor")]
@@ -198,10 +189,7 @@ async def serve_workers(config: Config, endpoint: str, stop: asyncio.Event | Non
                         announce: Callable[[str], None] = print) -> int:
     """``pipeline worker``: keep ``workers.count`` processes connected to a remote dispatcher."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     count = max(1, config.workers.resolved_count())
     supervisor = Supervisor(config, endpoint, count)
     supervisor.start()

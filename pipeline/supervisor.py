@@ -75,12 +75,13 @@ class Supervisor:
         slot.started_at = time.monotonic()
         log.info("started %s (pid %s)", slot.name, slot.process.pid)
 
-    def kill(self, pid: object) -> bool:
-        """SIGKILL one of our workers (a hung one); :meth:`watch` replaces it.
+    def kill_hung(self, info: dict[str, object]) -> bool:
+        """SIGKILL one of our workers, by the pid in its READY ``info``; :meth:`watch` replaces it.
 
-        Only a process this supervisor started is touched: a remote worker's pid means
-        nothing here.
+        The dispatcher's hook for a job past its deadline. Only a process this supervisor
+        started is touched: a remote worker's pid means nothing here.
         """
+        pid = info.get("pid")
         for slot in self.slots:
             if slot.process is not None and slot.process.pid == pid and slot.process.is_alive():
                 log.error("killing %s (pid %s): its job ran past the deadline", slot.name, pid)

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import tempfile
 import threading
 import time
@@ -231,7 +230,6 @@ class Transcriber:
         self.plan = BatchPlan(options.parallel, config.batch.prompt_chars)
         self.on_progress = on_progress or (lambda outcome, seconds: None)
         self.run_id = f"t{os.getpid()}-{int(time.time() * 1000) % 100000}"
-        self.chunks_sent = 0
         self._active: dict[int, _Active] = {}
         from .vad import warm_up
 
@@ -343,7 +341,6 @@ class Transcriber:
             options["prompt"] = prompt
         job = wire.Job(f"{self.run_id}:{file}:{chunk.index}", wire.Priority.BATCH, chunk_audio(audio, chunk), options)
         self.sock.send_multipart(wire.encode_job(job), copy=False)
-        self.chunks_sent += 1
 
     def _on_reply(self, frames: list[bytes]) -> None:
         try:
@@ -409,9 +406,3 @@ async def transcribe(config: Config, inputs: list[Input], options: Options, conn
         ctx.destroy(linger=0)
 
 
-def install_stop(stop: asyncio.Event) -> None:
-    """SIGINT and SIGTERM end the run after the files already written (uvicorn's habit)."""
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)

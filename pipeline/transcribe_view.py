@@ -67,7 +67,7 @@ class View:
                              audio=f"{_hours(self.audio_done_s)} / {_hours(self.total_s)}", speed=speed)
 
 
-def summary(console: Console, outcomes: list[Outcome], wall_s: float, chunks_sent: int) -> None:
+def summary(console: Console, outcomes: list[Outcome], wall_s: float) -> None:
     """The table at the end, then every failure with its reason."""
     by = {status: [o for o in outcomes if o.status == status] for status in ("done", "skipped", "failed", "interrupted")}
     audio = sum(o.duration_s for o in by["done"])
@@ -80,7 +80,7 @@ def summary(console: Console, outcomes: list[Outcome], wall_s: float, chunks_sen
     table.add_row("audio transcribed", _hours(audio))
     table.add_row("wall time", f"{wall_s:.1f} s")
     table.add_row("speed", f"{audio / wall_s:.1f}× real time" if wall_s > 0 else "-")
-    table.add_row("chunks decoded", str(chunks_sent))
+    table.add_row("chunks decoded", str(sum(o.chunks for o in by["done"])))
     table.add_row("words", str(sum(o.words for o in by["done"])))
     console.print(table)
     for o in by["failed"]:

@@ -108,23 +108,11 @@ class WhisperEngine:
         cfg = self.config
         window_s = min(30.0, math.ceil((len(audio) / SAMPLE_RATE + cfg.window_tail_s) / cfg.window_quantum_s)
                        * cfg.window_quantum_s)
-        frames = int(window_s * 100)  # 10 ms hop
-        padding = max(0, int(window_s * SAMPLE_RATE) - len(audio))
-        features = self.model.feature_extractor(audio, padding=padding)[:, :frames]
-        if features.shape[1] < frames:
-            features = np.pad(features, ((0, 0), (0, frames - features.shape[1])))
-        encoded = self.model.encode(features)
+        encoded = self._encode(audio, window_s)
         tokenizer = self._tokenizer(options)
-        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
         forced = tokenizer.encode(" " + prefix)[:200] if prefix else []
-        result = self.model.model.generate(
-            encoded, [prompt + forced],
-            beam_size=int(options.get("beam_size", self.default_beam)),
-            max_length=448,
-            suppress_blank=True,
-            suppress_tokens=self._suppressed(tokenizer),
-        )[0]
-        tokens = list(result.sequences_ids[0])
+        tokens = self._generate(encoded, tokenizer, [*tokenizer.sot_sequence, tokenizer.no_timestamps, *forced],
+                                options)
         if tokens[: len(forced)] == forced:  # the result starts with the forced prefix
             tokens = tokens[len(forced):]
         text = tokenizer.decode([t for t in tokens if t < tokenizer.eot]).strip()
@@ -143,21 +131,13 @@ class WhisperEngine:
         """
         from faster_whisper.transcribe import merge_punctuations
 
-        features = self.model.feature_extractor(audio, padding=max(0, 30 * SAMPLE_RATE - len(audio)))[:, :3000]
-        encoded = self.model.encode(features)
+        encoded = self._encode(audio, 30.0)
         tokenizer = self._tokenizer(options)
         prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
         earlier = str(options.get("prompt") or "").strip()
         if earlier:  # as faster-whisper's previous text: after <|startofprev|>, at most 223 tokens
             prompt = [tokenizer.sot_prev, *tokenizer.encode(" " + earlier)[-223:], *prompt]
-        result = self.model.model.generate(
-            encoded, [prompt],
-            beam_size=int(options.get("beam_size", self.default_beam)),
-            max_length=448,
-            suppress_blank=True,
-            suppress_tokens=self._suppressed(tokenizer),
-        )[0]
-        tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+        tokens = [t for t in self._generate(encoded, tokenizer, prompt, options) if t < tokenizer.eot]
         text = tokenizer.decode(tokens).strip()
         words: list[dict[str, Any]] = []
         if tokens:
@@ -168,6 +148,26 @@ class WhisperEngine:
                       "probability": round(float(w["probability"]), 3)} for w in alignment if w["word"].strip()]
         return {"text": text, "words": words,
                 "segments": [{"start": 0.0, "end": round(len(audio) / SAMPLE_RATE, 3), "text": text}]}
+
+    def _encode(self, audio: np.ndarray, window_s: float) -> Any:
+        """Run the encoder on a window of ``window_s`` (the audio, padded with silence)."""
+        frames = int(window_s * 100)  # 10 ms hop
+        padding = max(0, int(window_s * SAMPLE_RATE) - len(audio))
+        features = self.model.feature_extractor(audio, padding=padding)[:, :frames]
+        if features.shape[1] < frames:
+            features = np.pad(features, ((0, 0), (0, frames - features.shape[1])))
+        return self.model.encode(features)
+
+    def _generate(self, encoded: Any, tokenizer: Any, start: list[int], options: dict[str, Any]) -> list[int]:
+        """One beam-search pass from ``start``; the tokens after it."""
+        result = self.model.model.generate(
+            encoded, [start],
+            beam_size=int(options.get("beam_size", self.default_beam)),
+            max_length=448,
+            suppress_blank=True,
+            suppress_tokens=self._suppressed(tokenizer),
+        )[0]
+        return list(result.sequences_ids[0])
 
     def _tokenizer(self, options: dict[str, Any]) -> Any:
         from faster_whisper.tokenizer import Tokenizer

@@ -109,6 +109,11 @@ class RealtimeSession:
     def jobs_to_send(self) -> list[Any]:
         return self.inner.jobs_to_send()
 
+    def error_message(self, code: str, message: str) -> dict[str, Any]:
+        event = _error(code, message)
+        event["event_id"] = f"event_{self.id}_{next(self._ids)}"
+        return event
+
     def finish(self) -> None:
         self.inner.finish()
         self._translate()

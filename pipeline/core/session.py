@@ -121,6 +121,10 @@ class Session:
         elif kind == "f":
             self._on_final(utterance, header)
 
+    def error_message(self, code: str, message: str) -> dict[str, Any]:
+        """An error in this protocol's shape, for what the I/O layer enforces (limits)."""
+        return protocol.error(code, message)
+
     def finish(self) -> None:
         """Stop the stream on the server's behalf (shutdown, a limit): flush its finals."""
         if self.state is State.STREAMING:

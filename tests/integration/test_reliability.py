@@ -256,3 +256,23 @@ def test_limits_give_an_error_and_close_1008(pipeline_factory, limit):
     with connect(p.url) as ws:
         stream_all(ws, AUDIO[: int(1.5 * 16000)])
         assert_one_final_each(until_stopped(ws), at_least=1)
+
+
+def test_realtime_audio_counts_against_the_rate_limit_and_errors_in_its_shape(pipeline_factory):
+    import base64
+
+    config = fake_config(count=1)
+    p = pipeline_factory(replace(config, server=replace(config.server, max_audio_rate=2.0, audio_burst_s=2.0)))
+    pcm = pcm16(AUDIO)  # 11 s (as 16 kHz samples, read as 24 kHz: 7 s), sent at once
+    messages = []
+    with connect(p.url.replace("/v1/stream", "/v1/realtime")) as ws:
+        try:
+            for i in range(0, len(pcm), 9600):
+                ws.send(json.dumps({"type": "input_audio_buffer.append",
+                                    "audio": base64.b64encode(pcm[i : i + 9600]).decode()}))
+            while True:
+                messages.append(json.loads(ws.recv(timeout=timeout(20))))
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code
+    errors = [m for m in messages if m["type"] == "error"]
+    assert code == 1008 and [e["error"]["code"] for e in errors] == ["rate_limited"], messages
