@@ -1,8 +1,10 @@
 """Benchmark: how each utterance is decoded, and what that does to accuracy and cost.
 
     python bench/context_accuracy.py [--corpus ../shared/corpus] [--modes alone,prompt,prefix1,prefix2,fit2]
+                                     [--set streams|clips]
 
-Cuts the corpus streams into utterances with the pipeline's own segmenter (Silero VAD,
+Cuts the corpus streams (or, with ``--set clips``, each short clip on its own, as a client
+that opens one connection per sentence would send it) into utterances with the pipeline's own segmenter (Silero VAD,
 default settings), then decodes each final with the bundled tiny.en (int8, 1 thread,
 beam 5) in one of these ways, and prints the WER (Whisper's English normaliser, jiwer)
 and CPU seconds per decode:
@@ -33,6 +35,8 @@ def main() -> None:
     ap.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"))
     ap.add_argument("--modes", default="offline,alone,prompt,prefix1,prefix2,fit2")
     ap.add_argument("--files", help="comma-separated stream files to use (default: all)")
+    ap.add_argument("--set", choices=("streams", "clips"), default="streams",
+                    help="long streams (context from earlier utterances) or short clips, one at a time")
     args = ap.parse_args()
 
     import jiwer
@@ -45,7 +49,12 @@ def main() -> None:
     from workers.engine import WhisperEngine
 
     normalize = EnglishTextNormalizer()
-    streams = [json.loads(line) for line in (Path(args.corpus) / "streams.jsonl").read_text().splitlines() if line]
+    if args.set == "clips":
+        rows = [line.split("\t") for line in (Path(args.corpus) / "clips.tsv").read_text().splitlines() if line]
+        streams = [{"file": row[1], "text": row[3]} for row in rows]
+    else:
+        streams = [json.loads(line) for line in (Path(args.corpus) / "streams.jsonl").read_text().splitlines()
+                   if line]
     if args.files:
         keep = set(args.files.split(","))
         streams = [s for s in streams if Path(s["file"]).name in keep]

@@ -9,9 +9,12 @@ base64 PCM16 at 24 kHz in ``input_audio_buffer.append``. Underneath is the same
   ``input_audio_buffer.speech_started``, its final cut ``speech_stopped`` then
   ``committed``. Each utterance is one conversation item.
 * Deltas only ever append, so a delta carries only **stable** text: the words two
-  partials in a row agree on (LocalAgreement, as whisper_streaming does). The final's
-  words beyond them come as a last delta when they extend what was sent, and the final
-  text is in ``...transcription.completed`` either way.
+  partials in a row agree on (LocalAgreement, as whisper_streaming does), less the last
+  word of the earlier one, which was heard cut short. Before a delta
+  goes out its text is pinned in the session (:meth:`Session.pin`): the final decode is
+  forced to continue from it, so the deltas of an item are always a prefix of its
+  ``...transcription.completed`` transcript. Once the final's job is made nothing more is
+  pinned, and the rest of the final comes as the item's last delta.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class RealtimeSession:
         self._out: list[dict[str, Any]] = []
         self._items: dict[int, str] = {}  # utterance -> item id
         self._last_item: str | None = None
-        self._sent: dict[int, list[str]] = {}  # utterance -> words already sent as deltas
+        self._sent: dict[int, str] = {}  # utterance -> text already sent as deltas
         self._failed: dict[int, str] = {}  # utterance -> why its transcription failed
         self._last_partial: dict[int, list[str]] = {}
         self._start_inner()
@@ -196,12 +199,14 @@ class RealtimeSession:
         words = message["text"].split()
         previous = self._last_partial.get(utterance, [])
         stable = []
-        for a, b in zip(previous, words):
+        for a, b in zip(previous[:-1], words):  # the earlier partial's last word may be cut short
             if a != b:
                 break
             stable.append(a)
         self._last_partial[utterance] = words
-        self._send_delta(utterance, stable)
+        text = " ".join(stable)
+        if self._extends(utterance, text, whole_words=True) and self.inner.pin(utterance, text):
+            self._send_delta(utterance, text)
 
     def _on_final(self, message: dict[str, Any]) -> None:
         utterance = int(message["utterance_id"])
@@ -209,25 +214,35 @@ class RealtimeSession:
         text = message["text"]
         self._last_partial.pop(utterance, None)
         if utterance in self._failed:
+            self._sent.pop(utterance, None)
             self._emit({"type": "conversation.item.input_audio_transcription.failed", "item_id": item,
                         "content_index": 0, "error": {"type": "transcription_error", "code": "asr_failed",
                                                       "message": self._failed.pop(utterance)}})
             return
-        self._send_delta(utterance, text.split())
+        if self._extends(utterance, text):
+            self._send_delta(utterance, text)
         self._sent.pop(utterance, None)
         self._emit({"type": "conversation.item.input_audio_transcription.completed", "item_id": item,
                     "content_index": 0, "transcript": text,
                     "usage": {"type": "duration", "seconds": round(message["end"] - message["start"], 3)}})
 
-    def _send_delta(self, utterance: int, words: list[str]) -> None:
-        """Send the words of ``words`` past those already sent, if they extend them."""
-        sent = self._sent.setdefault(utterance, [])
-        if len(words) <= len(sent) or words[: len(sent)] != sent:
-            return
-        new = words[len(sent):]
+    def _extends(self, utterance: int, text: str, whole_words: bool = False) -> bool:
+        """Whether ``text`` goes on from what was sent for ``utterance`` (deltas only append).
+
+        A partial may only add words; the final may also finish the last one ("can" +
+        "not"), since the decoder continued the pinned text.
+        """
+        sent = self._sent.get(utterance, "")
+        if whole_words and sent:
+            sent += " "
+        return len(text) > len(sent) and text.startswith(sent)
+
+    def _send_delta(self, utterance: int, text: str) -> None:
+        """Send what ``text`` adds to the utterance's deltas so far."""
+        sent = self._sent.get(utterance, "")
         self._emit({"type": "conversation.item.input_audio_transcription.delta", "item_id": self._item(utterance),
-                    "content_index": 0, "delta": (" " if sent else "") + " ".join(new)})
-        sent.extend(new)
+                    "content_index": 0, "delta": text[len(sent):]})
+        self._sent[utterance] = text
 
     def _item(self, utterance: int) -> str:
         if utterance not in self._items:

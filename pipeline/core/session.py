@@ -74,6 +74,8 @@ class Session:
         self._partial_ends: dict[int, dict[int, int]] = {}  # utterance -> {job seq: end sample}
         self._held: dict[int, _Held] = {}  # finals waiting for the text of the one before
         self._partial_in_flight: set[int] = set()  # utterances with a partial being decoded
+        self._committed: dict[int, str] = {}  # utterance -> text its final must start with (pin)
+        self._final_made: set[int] = set()  # utterances whose final job exists: pins are closed
         self.partials_skipped = 0
         self._level_due = 0
         self._level_every = config.server.level_interval_ms * SAMPLE_RATE // 1000
@@ -155,6 +157,19 @@ class Session:
             self._spans.setdefault(utterance, (0, 0))
             self._on_final_released()
         return utterance
+
+    def pin(self, utterance: int, text: str) -> bool:
+        """Promise the client that ``utterance``'s final starts with ``text``.
+
+        ``/v1/realtime`` sends text as deltas that can only append; pinning it before it
+        is sent makes the final decode continue from it (forced as the decoder's prefix),
+        so the deltas are a prefix of the transcript by construction. Returns False, and
+        pins nothing, once the final's job is made: what was pinned then is what it holds.
+        """
+        if utterance in self._final_made or utterance in self._finals or utterance not in self._spans:
+            return False
+        self._committed[utterance] = " ".join(text.split())
+        return True
 
     def take_boundaries(self) -> list[tuple[str, int, float]]:
         """Where utterances started and ended (seconds of stream), since the last call."""
@@ -283,18 +298,24 @@ class Session:
                 break
             start, want = u_start, want - 1
             texts.insert(0, text)
+        options: dict[str, Any] = {
+            "language": self.start.language,
+            "beam_size": workers.beam_size if final else workers.partial_beam_size,
+            "window": workers.encoder_window if final else workers.partial_encoder_window,
+            "word_timestamps": final and self.start.words,
+            "prefix": " ".join(texts),
+            "context_s": round((cut.start - start) / SAMPLE_RATE, 4),
+            "fallback": final,  # partials are superseded anyway: no second decode for them
+        }
+        if final:
+            self._final_made.add(cut.utterance_id)
+            if committed := self._committed.get(cut.utterance_id):
+                options["committed"] = committed
         return Job(
             job_id=f"{self.id}:{cut.utterance_id}:{'f' if final else f'p{held.seq}'}",
             priority=Priority.FINAL if final else Priority.PARTIAL,
             audio=held.audio[start - held.start :],
-            options={
-                "language": self.start.language,
-                "beam_size": workers.beam_size if final else workers.partial_beam_size,
-                "window": workers.encoder_window if final else workers.partial_encoder_window,
-                "word_timestamps": final and self.start.words,
-                "prefix": " ".join(texts),
-                "context_s": round((cut.start - start) / SAMPLE_RATE, 4),
-            },
+            options=options,
             key=f"{self.id}:{cut.utterance_id}",
         )
 
@@ -345,6 +366,8 @@ class Session:
             self._partial_seq.pop(self._next_final, None)
             self._partial_ends.pop(self._next_final, None)
             self._partial_in_flight.discard(self._next_final)
+            self._committed.pop(self._next_final, None)
+            self._final_made.discard(self._next_final)
             self._next_final += 1
             if (held := self._held.pop(self._next_final, None)) is not None:
                 self._jobs.append(self._job(held))

@@ -48,6 +48,11 @@ class UtteranceOutcome:
     first_partial_s: float | None = None
 
 
+def has_words(final: dict[str, Any]) -> bool:
+    """Whether a final holds a word: one that is empty or only punctuation has lost its utterance."""
+    return any(ch.isalnum() for ch in str(final.get("text", "")))
+
+
 def percentiles(values: list[float], scale: float = 1000.0) -> dict[str, float | None]:
     """p50, p95, max and mean, scaled (seconds to milliseconds by default); None when empty."""
     if not values:
@@ -161,6 +166,7 @@ def report(passes: list[Pass], clients: int, wall_s: float, t0: float, resources
             "finalized": sum(1 for o in outcomes if o.finals >= 1),
             "lost": sum(1 for o in outcomes if o.finals == 0),
             "duplicated": sum(1 for o in outcomes if o.finals > 1),
+            "empty": sum(1 for p in passes for _, m in p.messages if m.get("type") == "final" and not has_words(m)),
         },
         "latency_ms": {
             "final": percentiles([o.final_latency_s for o in outcomes if o.final_latency_s is not None]),

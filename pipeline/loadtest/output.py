@@ -23,7 +23,7 @@ def table(report: dict[str, Any], title: str = "Load test") -> Table:
         ("clients", str(report["clients"])),
         ("audio streamed / wall time", f"{report['audio_s']:.0f} s / {report['wall_s']:.0f} s"),
         ("utterances expected / finalized", f"{u['expected']} / {u['finalized']}"),
-        ("lost / duplicated", f"{u['lost']} / {u['duplicated']}"),
+        ("lost / duplicated / empty", f"{u['lost']} / {u['duplicated']} / {u.get('empty', 0)}"),
         ("final latency p50 / p95 / max (ms)", f"{_ms(lat['final']['p50'])} / {_ms(lat['final']['p95'])} / {_ms(lat['final']['max'])}"),
         ("first partial p50 / p95 (ms)", f"{_ms(lat['first_partial']['p50'])} / {_ms(lat['first_partial']['p95'])}"),
         ("partial interval p50 / p95 (ms)", f"{_ms(lat['partial_interval']['p50'])} / {_ms(lat['partial_interval']['p95'])}"),

@@ -9,19 +9,22 @@ from whisper_normalizer.english import EnglishTextNormalizer
 
 from pipeline.config import WorkersConfig
 from pipeline.errors import ConfigError
-from workers.engine import FakeEngine, _shift, _strip_prefix, resolve_model
+from workers.engine import FakeEngine, resolve_model
+from workers.whisper import _rebase, closed_context, has_words
 
 normalize = EnglishTextNormalizer()
 
 
-def test_strip_prefix():
-    assert _strip_prefix(" The fish  twisted. The juice.", "The fish twisted.") == "The juice."
-    assert _strip_prefix("Something else.", "The fish twisted.") is None
+def test_context_always_ends_a_sentence():
+    assert closed_context("hurry up the bank") == "hurry up the bank."
+    assert closed_context(" The fish  twisted. ") == "The fish twisted."
+    assert closed_context("for you,") == "for you,"  # mid-sentence on purpose: it goes on
+    assert closed_context("") == ""
 
 
-def test_shift_drops_context_and_rebases_times():
-    words = [{"word": "old", "start": 0.5, "end": 1.0}, {"word": "new", "start": 2.1, "end": 2.6}]
-    assert _shift(words, 2.0) == [{"word": "new", "start": 0.1, "end": 0.6}]
+def test_rebase_makes_word_times_relative_and_inside_the_utterance():
+    words = [{"word": "a", "start": 1.9, "end": 2.3}, {"word": "b", "start": 2.5, "end": 4.0}]
+    assert _rebase(words, 2.0, 1.5) == [{"word": "a", "start": 0.0, "end": 0.3}, {"word": "b", "start": 0.5, "end": 1.5}]
 
 
 def test_resolve_model(tmp_path):
@@ -48,26 +51,65 @@ def speech():
     return audio[int(0.5 * 16000) : int(8.4 * 16000)], int(4.9 * 16000) - int(0.5 * 16000)
 
 
+SECOND = "The juice of lemons makes fine punch."
+
+
+@pytest.fixture(scope="module")
+def engines():
+    from workers.engine import WhisperEngine
+
+    return {w: WhisperEngine(WorkersConfig(encoder_window=w)) for w in ("full", "fit")}
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    return jiwer.wer(normalize(reference), normalize(hypothesis))
+
+
 @pytest.mark.parametrize("window", ["full", "fit"])
-def test_real_model_decodes_in_context_and_returns_only_the_new_text(speech, window):
-    from workers.engine import WhisperEngine
-
+def test_real_model_decodes_in_context_and_returns_only_the_new_text(speech, engines, window):
     audio, second_start = speech
-    engine = WhisperEngine(WorkersConfig(encoder_window=window))
+    engine = engines[window]
     out = engine.transcribe(audio, {"prefix": "The fish twisted and turned on the bent hook.",
-                                    "context_s": second_start / 16000, "beam_size": 5})
-    assert jiwer.wer(normalize("The juice of lemons makes fine punch."), normalize(out["text"])) <= 0.15, out
+                                    "context_s": second_start / 16000, "beam_size": 5, "window": window})
+    assert wer(SECOND, out["text"]) <= 0.15, out
+    assert "fish" not in out["text"].lower()  # the context's text is not returned
     alone = engine.transcribe(audio[second_start:], {"beam_size": 1, "window": window})
-    assert "fish" not in alone["text"].lower() and "juice" in alone["text"].lower()
+    assert wer(SECOND, alone["text"]) <= 0.3, alone
 
 
-def test_real_model_word_timestamps_are_relative_to_the_utterance(speech):
-    from workers.engine import WhisperEngine
-
+@pytest.mark.parametrize("window", ["full", "fit"])
+def test_real_model_word_timestamps_do_not_change_the_text(speech, engines, window):
     audio, second_start = speech
-    engine = WhisperEngine(WorkersConfig(encoder_window="fit"))  # words always use the full window
-    out = engine.transcribe(audio, {"prefix": "The fish twisted and turned on the bent hook.",
-                                    "context_s": second_start / 16000, "word_timestamps": True})
+    options = {"prefix": "The fish twisted and turned on the bent hook.", "context_s": second_start / 16000,
+               "beam_size": 5, "window": window}
+    plain = engines[window].transcribe(audio, options)
+    out = engines[window].transcribe(audio, {**options, "word_timestamps": True})
+    assert out["text"] == plain["text"] and has_words(out["text"])  # one decode path, words or not
+    assert wer(SECOND, out["text"]) <= 0.15, out
     words = out["words"]
-    assert words and normalize(words[0]["word"]) in {"the", "juice"}
-    assert all(0 <= w["start"] <= w["end"] <= len(audio[second_start:]) / 16000 + 0.1 for w in words)
+    assert words and normalize(" ".join(w["word"] for w in words)) == normalize(out["text"])
+    duration = len(audio[second_start:]) / 16000
+    assert all(0 <= w["start"] <= w["end"] <= duration + 0.01 for w in words), words
+    assert words[-1]["end"] > duration / 2  # spread over the utterance, not bunched at its start
+
+
+@pytest.mark.parametrize("window", ["full", "fit"])
+def test_real_model_after_a_final_without_a_full_stop_keeps_the_new_words(speech, engines, window):
+    audio, second_start = speech
+    for previous in ("The fish twisted and turned on the bent hook", "the fish twisted and turned on the bent hook"):
+        out = engines[window].transcribe(audio, {"prefix": previous, "context_s": second_start / 16000,
+                                                 "beam_size": 5, "window": window})
+        assert has_words(out["text"]) and out["text"][0].isalnum(), out  # no "." closing the old sentence
+        assert wer(SECOND, out["text"]) <= 0.15, out
+
+
+@pytest.mark.parametrize("window", ["full", "fit"])
+def test_real_model_final_continues_the_committed_text(speech, engines, window):
+    audio, second_start = speech
+    for committed in ("the juice of", "The juice", "the juice of lemons makes"):
+        out = engines[window].transcribe(audio, {"prefix": "The fish twisted and turned on the bent hook.",
+                                                 "context_s": second_start / 16000, "committed": committed,
+                                                 "beam_size": 5, "window": window, "word_timestamps": True})
+        assert out["text"].startswith(committed), out
+        assert wer(SECOND, out["text"]) <= 0.15, out
+        assert normalize(" ".join(w["word"] for w in out["words"])) == normalize(out["text"])

@@ -85,6 +85,27 @@ def test_corpus_stream_one_final_per_utterance_and_accuracy(pipeline):
     assert streamed <= offline + 0.05, (streamed, offline)
 
 
+def test_word_timestamps_keep_every_final_and_its_text(pipeline):
+    """`--words` (``"words": true`` in start) on utterances decoded in context (issue 12)."""
+    reference = json.loads(STREAMS.read_text().splitlines()[0])
+    finals = {}
+    for args in ((), ("--words",)):
+        out = stream_cli(pipeline.url, STREAM_HEAD, "--speed", "2", "--json", *args)
+        assert out.returncode == 0, out.stderr
+        finals[args] = [m for m in map(json.loads, out.stdout.splitlines()) if m["type"] == "final"]
+    plain, worded = finals[()], finals[("--words",)]
+    assert len(worded) == len(plain) == len(reference["utterances"])
+    for utt, with_words, without in zip(reference["utterances"], worded, plain):
+        assert any(ch.isalnum() for ch in with_words["text"]), with_words  # never empty, never just "."
+        assert wer(utt["text"], with_words["text"]) <= max(0.25, wer(utt["text"], without["text"])), \
+            (utt, with_words, without)
+        words = with_words["words"]
+        assert words and normalize(" ".join(w["word"] for w in words)) == normalize(with_words["text"])
+        assert all(with_words["start"] - 0.01 <= w["start"] <= w["end"] <= with_words["end"] + 0.01 for w in words)
+    text = " ".join(f["text"] for f in worded)
+    assert wer(reference["text"], text) <= wer(reference["text"], " ".join(f["text"] for f in plain)) + 0.02
+
+
 def test_bad_file_and_unreachable_server_exit_non_zero(pipeline, tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")

@@ -78,7 +78,7 @@ def test_the_transcript_is_accurate_with_timestamps_and_words(first_run):
     segments = doc["segments"]
     assert segments[0]["start"] < 1.0 and 9.5 < segments[-1]["end"] <= 11.0
     words = [w for s in segments for w in s["words"]]
-    assert [w["word"] for w in words][:3] == ["And", "so", "my"]
+    assert wer(JFK_TEXT, " ".join(w["word"] for w in words)) <= 0.10, words
     starts = [w["start"] for w in words]
     assert starts == sorted(starts) and all(w["end"] >= w["start"] for w in words)
     srt = (out / "jfk.srt").read_text()

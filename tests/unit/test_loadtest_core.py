@@ -76,3 +76,19 @@ def test_a_pass_cut_short_counts_only_what_was_sent():
     outcomes, _ = judge(p)
     assert [o.reference.text for o in outcomes] == ["a", "b"] and all(o.finals == 1 for o in outcomes)
     assert transcripts(p) == ("a b", "a b")
+
+
+def test_the_report_counts_finals_that_hold_no_word():
+    from pipeline.loadtest.metrics import report
+
+    item = corpus.Item(DATA / "x.wav", "a b c", (corpus.Utterance(1.0, 2.0, "a"), corpus.Utterance(3.0, 4.0, "b"),
+                                                 corpus.Utterance(5.0, 6.0, "c")))
+    p = Pass(0, item)
+    p.sent = [(10 + k * 0.5, (k + 1) * 8000) for k in range(14)]
+    p.messages = [
+        (12.0, {"type": "final", "utterance_id": 0, "text": "A.", "start": 0.9, "end": 2.1}),
+        (14.0, {"type": "final", "utterance_id": 1, "text": ".", "start": 2.9, "end": 4.1}),
+        (16.0, {"type": "final", "utterance_id": 2, "text": "", "start": 4.9, "end": 6.1}),
+    ]
+    r = report([p], 1, 10.0, 10.0)
+    assert r["utterances"]["empty"] == 2 and r["utterances"]["lost"] == 0
