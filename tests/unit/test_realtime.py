@@ -73,7 +73,7 @@ def test_an_utterance_is_speech_started_stopped_committed_then_completed():
     assert done["item_id"] == item and done["transcript"] == "Hello there."
 
 
-def test_deltas_carry_only_words_two_partials_agree_on_and_only_append():
+def test_deltas_carry_only_words_two_partials_agree_on_and_are_pinned_for_the_final():
     rt = make()
     rt.messages_to_send()
     append(rt, speech_like([("silence", 0.3), ("speech", 4.0)]))  # still speaking: partials
@@ -81,21 +81,37 @@ def test_deltas_carry_only_words_two_partials_agree_on_and_only_append():
     partials = [j for j in rt.jobs_to_send() if j.priority == Priority.PARTIAL]
     assert partials
     uid = partials[0].job_id.rsplit(":", 2)[1]
-    deltas = []
-    for seq, text in enumerate(["the quick", "the quick brown", "the quack brown fox", "the quack brown fox jumps"], 1):
+
+    def partial(seq: int, text: str) -> list[str]:
         rt.inner._partial_in_flight.discard(int(uid))  # scripted answers, one at a time
         rt.receive_result({"job_id": f"r1:{uid}:p{100 + seq}", "text": text})
-        deltas += [e["delta"] for e in rt.messages_to_send() if e["type"].endswith("delta")]
-    # "the quick" agreed twice; "quick" then changed, so nothing more is stable until the
-    # final; what was sent is never taken back.
-    assert deltas == ["the quick"]
+        return [e["delta"] for e in rt.messages_to_send() if e["type"].endswith("delta")]
+
+    deltas = []
+    for seq, text in enumerate(["the quick", "the quick brown", "the quack brown fox", "the quack brown fox jumps"], 1):
+        deltas += partial(seq, text)
+    # Agreed words, less the earlier partial's last word (heard cut short); "quick" became
+    # "quack" before it was stable, so it never went out, and nothing sent is taken back.
+    assert deltas == ["the", " quack brown"]
     rt.receive_text(json.dumps({"type": "input_audio_buffer.commit"}))
     rt.messages_to_send()
     (final,) = [j for j in rt.jobs_to_send() if j.priority == Priority.FINAL]
-    rt.receive_result({"job_id": final.job_id, "text": "the quick brown fox jumps."})
+    assert final.options["committed"] == "the quack brown"  # the final decode continues the deltas
+    assert partial(9, "the quack brown fox jumps over") == []  # pins are closed once the final's job is made
+    rt.receive_result({"job_id": final.job_id, "text": "the quack brown fox jumps."})
     events = rt.messages_to_send()
-    assert [e["delta"] for e in events if e["type"].endswith("delta")] == [" brown fox jumps."]
-    assert [e["transcript"] for e in events if e["type"].endswith("completed")] == ["the quick brown fox jumps."]
+    assert [e["delta"] for e in events if e["type"].endswith("delta")] == [" fox jumps."]
+    assert [e["transcript"] for e in events if e["type"].endswith("completed")] == ["the quack brown fox jumps."]
+
+
+def test_stream_sessions_pin_nothing():
+    from pipeline.core.session import Session
+
+    s = Session("s1", Config(), EnergyVad)
+    s.receive_text('{"action": "start"}')
+    s.receive_bytes((speech_like([("silence", 0.3), ("speech", 1.5), ("silence", 1.0)]) * 32767).astype("<i2").tobytes())
+    (final,) = [j for j in s.jobs_to_send() if j.priority == Priority.FINAL]
+    assert "committed" not in final.options and final.options["fallback"] is True
 
 
 def test_a_failed_final_is_transcription_failed():
