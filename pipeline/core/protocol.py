@@ -111,7 +111,9 @@ def describe(value: object, limit: int = 40) -> str:
         return json.dumps(value)  # null, true, NaN, Infinity: the client's own spelling
     if isinstance(value, int):
         return str(value) if abs(value) < 10**limit else f"a number of more than {limit} digits"
-    return {list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    if isinstance(value, list):
+        return "a list"
+    return "an object" if isinstance(value, dict) else type(value).__name__
 
 
 # -- server messages (docs/protocol.md, "Server to client") -------------------------
