@@ -60,6 +60,11 @@ class Dispatcher:
             sock.sndhwm = sock.rcvhwm = HWM
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # Sends go through plain sockets on the same handles: on a zmq.asyncio socket, a
+        # NOBLOCK send that fails (EHOSTUNREACH under ROUTER_MANDATORY: the peer is gone)
+        # does not raise, it returns a Future holding the error, which nobody reads.
+        self._to_workers: zmq.Socket[Any] = zmq.Socket.shadow(self.workers.underlying)
+        self._to_clients: zmq.Socket[Any] = zmq.Socket.shadow(self.clients.underlying)
         if keys_dir:
             self._secure(ctx, keys_dir)
         self.clients.bind(client_endpoint)
@@ -99,7 +104,12 @@ class Dispatcher:
 
     @property
     def ready_workers(self) -> int:
-        """Workers that have said READY and are not declared dead (busy or idle)."""
+        """Workers that have said READY and are not known to be dead (busy or idle).
+
+        Each counts once: a dead one is forgotten when a send to it fails or its
+        heartbeats expire, and a restarted one replaces its old identity
+        (:meth:`Scheduler.worker_ready`). ``/readyz`` and ``stt_ready_workers`` read this.
+        """
         return len(self.scheduler.workers)
 
     async def run(self) -> None:
@@ -154,9 +164,11 @@ class Dispatcher:
             log.warning("dropped a malformed message from worker %r: %s", identity, exc)
             return
         if command is wire.Command.READY:
-            if identity not in self.scheduler.workers:
-                log.info("worker %s (pid %s) is ready", header.get("name"), header.get("pid"))
-            self.scheduler.worker_ready(identity, now, header)
+            known = identity in self.scheduler.workers
+            replaced = self.scheduler.worker_ready(identity, now, header)
+            if not known:
+                log.info("worker %s (pid %s) is ready%s", header.get("name"), header.get("pid"),
+                         f"; it replaces {len(replaced)} old identity(ies) of its process slot" if replaced else "")
             return
         if command is wire.Command.DISCONNECT:
             self.scheduler.worker_gone(identity)
@@ -203,8 +215,11 @@ class Dispatcher:
             self._send_worker(identity, wire.encode(wire.Command.HEARTBEAT))
 
     def _dispatch(self) -> None:
-        for identity, _, job in self.scheduler.assignments(time.monotonic()):
-            self._send_worker(identity, wire.encode_job(job))
+        # A job whose send fails is queued again, first, and its worker forgotten: go round
+        # until every pairing is sent (each failure removes a worker, so this ends).
+        while assignments := self.scheduler.assignments(time.monotonic()):
+            for identity, _, job in assignments:
+                self._send_worker(identity, wire.encode_job(job), job=True)
 
     def _report_failures(self) -> None:
         for failure in self.scheduler.take_failures():
@@ -214,16 +229,24 @@ class Dispatcher:
             self._reply(failure.client, {"job_id": failure.job.job_id, "attempt": failure.job.attempt,
                                          "text": "", "error": failure.reason})
 
-    def _send_worker(self, identity: bytes, frames: list[Any]) -> None:
+    def _send_worker(self, identity: bytes, frames: list[Any], job: bool = False) -> bool:
+        """Send to one worker; if it is gone, forget it at once (docs/reliability.md).
+
+        Under ROUTER_MANDATORY a send to a peer whose connection closed (a killed process)
+        fails with EHOSTUNREACH: its job goes back to the queue now, not after its
+        heartbeats expire. ``job``: ``frames`` is the job it holds, which never left.
+        """
         try:
-            self.workers.send_multipart([identity, *frames], flags=zmq.NOBLOCK, copy=False)
-        except zmq.ZMQError as exc:  # EHOSTUNREACH under ROUTER_MANDATORY: it is gone
-            log.warning("worker %r unreachable (%s); forgetting it", identity, exc)
-            self.scheduler.worker_gone(identity, "worker unreachable")
+            self._to_workers.send_multipart([identity, *frames], flags=zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:
+            if self.scheduler.worker_gone(identity, "worker unreachable", delivered=not job):
+                log.warning("worker %r unreachable (%s); forgetting it", identity, exc)
+            return False
+        return True
 
     def _reply(self, client: bytes, header: dict[str, Any]) -> None:
         try:
-            self.clients.send_multipart([client, *wire.encode(wire.Command.RESULT, header)], flags=zmq.NOBLOCK)
+            self._to_clients.send_multipart([client, *wire.encode(wire.Command.RESULT, header)], flags=zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             log.info("client %r gone; dropped result %s (%s)", client, header.get("job_id"), exc)
 
@@ -235,7 +258,7 @@ class Dispatcher:
         for priority in wire.Priority:
             m.queue_depth.labels(priority.name.lower()).set(s.queued(priority))
         m.in_flight.set(s.in_flight())
-        m.ready_workers.set(len(s.workers))
+        m.ready_workers.set(self.ready_workers)
         m.retries.inc(s.retried - self._counted[0])
         m.hung.inc(self.hung - self._counted[1])
         self._counted = (s.retried, self.hung)

@@ -25,12 +25,15 @@ class ProtocolError(PipelineError):
 
     Attributes:
         code: the machine-readable code sent to the client in an ``error`` message.
+        param: the field at fault, as a dotted path (``session.audio.input.format.rate``),
+            for protocols whose errors name it (OpenAI Realtime); None otherwise.
     """
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.param = param
 
 
 class AudioError(PipelineError):

@@ -44,6 +44,7 @@ from .core.segmenter import VadFn
 from .core.realtime import RealtimeSession
 from .core.session import Session, State
 from .errors import ConfigError, ProtocolError
+from .logs import Throttle
 from .metrics import Metrics
 
 log = logging.getLogger("pipeline.ingest")
@@ -135,6 +136,8 @@ class Ingest:
         self.api_keys = config.security.client_keys()
         self.metrics: Metrics | None = None
         self._final_made: dict[str, float] = {}  # "session:utterance" -> when its final job was made
+        self._throttle = Throttle()  # log lines that a client can cause, per reason
+        self._traced: set[str] = set()  # exception types already logged with a traceback
 
     async def start(self) -> Server:
         cfg, sec = self.config.server, self.config.security
@@ -242,10 +245,7 @@ class Ingest:
                 else:
                     now = time.monotonic()
                     before = conn.session.audio_samples
-                    if isinstance(frame, str):
-                        conn.session.receive_text(frame)  # may carry audio: /v1/realtime's append
-                    else:
-                        conn.session.receive_bytes(frame)
+                    self._receive(conn, frame)
                     # Audio is counted as the session decoded it, whichever frame brought it.
                     violation = conn.limits.on_audio(max(0, conn.session.audio_samples - before) / SAMPLE_RATE, now)
                     await self._flush(conn)
@@ -270,6 +270,35 @@ class Ingest:
             conn.session.close()
             conn.writer.cancel()
             log.info("session %s closed (%s outstanding)", session_id, conn.session.outstanding)
+
+    def _receive(self, conn: _Connection, frame: str | bytes) -> None:
+        """Feed one frame to the session.
+
+        The core answers bad input with an ``error`` and never raises; should a bug make it
+        raise anyway, the client gets ``internal_error`` for that message and keeps its
+        connection and its pending finals (no close 1011), and the log gets one traceback
+        per kind of failure rather than one per message.
+        """
+        try:
+            if isinstance(frame, str):
+                conn.session.receive_text(frame)  # may carry audio: /v1/realtime's append
+            else:
+                conn.session.receive_bytes(frame)
+        except Exception as exc:  # noqa: BLE001 - defence in depth, see above
+            self._internal_error(conn, exc, "a client message")
+
+    def _internal_error(self, conn: _Connection, exc: Exception, what: str) -> None:
+        kind = type(exc).__name__
+        dropped = self._throttle.allow(f"internal:{kind}", time.monotonic())
+        if dropped is not None:
+            first = kind not in self._traced and len(self._traced) < 64
+            self._traced.add(kind)
+            log.error("session %s: internal error on %s, dropped: %s: %.200s%s", conn.session.id, what, kind, exc,
+                      f" ({dropped} more like it not logged)" if dropped else "", exc_info=exc if first else None)
+        if self.metrics is not None:
+            self.metrics.errors.labels("internal_error").inc()
+        conn.send(conn.session.error_message("internal_error", f"the server failed on {what} and dropped it; "
+                                                               "the stream goes on"))
 
     async def _enforce(self, conn: _Connection, violation: Violation) -> None:
         """Tell the client which limit it hit, and close; after its finals if the limit says so."""
@@ -318,7 +347,10 @@ class Ingest:
             conn = self.connections.get(job_id.split(":", 1)[0])
             if command is not wire.Command.RESULT or conn is None:
                 continue  # the client left; its results have nowhere to go
-            conn.session.receive_result(header)
+            try:
+                conn.session.receive_result(header)
+            except Exception as exc:  # noqa: BLE001 - as in _receive: one session's bug stops nothing else
+                self._internal_error(conn, exc, "a worker's result")
             await self._flush(conn)
 
     # -- shutdown ----------------------------------------------------------------------

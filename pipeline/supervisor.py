@@ -12,6 +12,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
 import time
 from dataclasses import dataclass
@@ -54,6 +55,9 @@ class Supervisor:
         self.endpoint = endpoint
         self.ctx = multiprocessing.get_context("spawn")
         self.slots = [_Slot(f"worker-{i}") for i in range(count)]
+        # Names the slots of this run for the dispatcher, which counts one worker per slot
+        # (a restarted process replaces the old one) even across hosts with the same names.
+        self.run_id = secrets.token_hex(6)
         self._stopping = False
 
     @property
@@ -68,8 +72,8 @@ class Supervisor:
         from workers.worker import main
 
         slot.process = self.ctx.Process(
-            target=main, name=slot.name, args=(self.endpoint, self.config, slot.name, os.getpid(), self.log_level),
-            daemon=False
+            target=main, name=slot.name, daemon=False,
+            args=(self.endpoint, self.config, slot.name, os.getpid(), self.log_level, f"{self.run_id}/{slot.name}"),
         )
         slot.process.start()
         slot.started_at = time.monotonic()

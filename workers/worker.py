@@ -69,13 +69,17 @@ class Worker:
         config: the pipeline config (engine and heartbeat settings).
         name: shown in the dispatcher's logs and metrics.
         parent_pid: exit when this process is no longer our parent (no orphans).
+        slot: the supervisor's name for this process's place, sent in READY, so that the
+            dispatcher counts one worker per slot across restarts and reconnections.
     """
 
-    def __init__(self, endpoint: str, config: Config, name: str, parent_pid: int | None = None) -> None:
+    def __init__(self, endpoint: str, config: Config, name: str, parent_pid: int | None = None,
+                 slot: str = "") -> None:
         self.endpoint = endpoint
         self.config = config
         self.name = name
         self.parent_pid = parent_pid
+        self.slot = slot
         self.interval = config.dispatcher.heartbeat_interval_s
         self.liveness_s = self.interval * config.dispatcher.heartbeat_liveness
         self.stopping = False
@@ -183,7 +187,8 @@ class Worker:
         sock.connect(self.endpoint)
         if announce:
             sock.send_multipart(wire.encode(wire.Command.READY, {"name": self.name, "pid": os.getpid(),
-                                                                 "model": self.config.workers.model}))
+                                                                 "model": self.config.workers.model,
+                                                                 "slot": self.slot}))
         return sock
 
     def _handle(self, frames: list[bytes], pair: zmq.Socket[Any], busy: bool) -> bool:
@@ -203,7 +208,8 @@ class Worker:
         return busy
 
 
-def main(endpoint: str, config: Config, name: str, parent_pid: int | None = None, log_level: int = logging.INFO) -> int:
+def main(endpoint: str, config: Config, name: str, parent_pid: int | None = None, log_level: int = logging.INFO,
+         slot: str = "") -> int:
     """Entry point of a spawned worker process."""
     from pipeline.logs import setup
 
@@ -211,7 +217,7 @@ def main(endpoint: str, config: Config, name: str, parent_pid: int | None = None
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # it logs every decode's duration
     # Ctrl-C reaches the whole process group; the supervisor decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    worker = Worker(endpoint, config, name, parent_pid)
+    worker = Worker(endpoint, config, name, parent_pid, slot)
 
     def on_term(signum: int, frame: object) -> None:
         worker.stopping = True

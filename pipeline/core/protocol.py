@@ -58,8 +58,10 @@ def parse(text: str) -> ClientMessage:
     """
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        raise ProtocolError("bad_json", "text frames must be JSON objects") from None
+    except ValueError:  # JSONDecodeError, and a number of more than 4300 digits
+        raise ProtocolError("bad_json", "text frames must be JSON objects (numbers of at most 4300 digits)") from None
+    except RecursionError:
+        raise ProtocolError("bad_json", "text frames must be JSON objects, not nested this deep") from None
     if not isinstance(data, dict):
         raise ProtocolError("bad_json", "text frames must be JSON objects")
     action = data.get("action")
@@ -71,7 +73,7 @@ def parse(text: str) -> ClientMessage:
         return Ping()
     if action is None:
         raise ProtocolError("bad_message", 'a message needs an "action": start, stop or ping')
-    raise ProtocolError("unknown_action", f"unknown action {str(action)[:40]!r}; expected start, stop or ping")
+    raise ProtocolError("unknown_action", f"unknown action {describe(action)}; expected start, stop or ping")
 
 
 def _parse_start(data: dict[str, Any]) -> Start:
@@ -82,18 +84,36 @@ def _parse_start(data: dict[str, Any]) -> Start:
     if isinstance(rate, bool) or not isinstance(rate, int) or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise ProtocolError(
             "unsupported_sample_rate",
-            f"sample_rate must be a whole number of Hz from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}, not {str(rate)[:20]}",
+            f"sample_rate must be a whole number of Hz from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}, not {describe(rate)}",
         )
+    # Type first: a list or an object is unhashable, and `in` a set or dict would raise.
     fmt = data.get("format", "pcm_s16le")
-    if fmt not in FORMATS:
-        raise ProtocolError("unsupported_format", f"format must be one of {', '.join(FORMATS)}, not {str(fmt)[:40]!r}")
+    if not isinstance(fmt, str) or fmt not in FORMATS:
+        raise ProtocolError("unsupported_format", f"format must be one of {', '.join(FORMATS)}, not {describe(fmt)}")
     language = data.get("language", "en")
-    if language not in LANGUAGES:
-        raise ProtocolError("unsupported_language", f"unknown language code {str(language)[:20]!r}")
+    if not isinstance(language, str) or language not in LANGUAGES:
+        raise ProtocolError("unsupported_language", f"language must be a Whisper language code, not {describe(language)}")
     words, partials = data.get("words", False), data.get("partials", True)
     if not isinstance(words, bool) or not isinstance(partials, bool):
         raise ProtocolError("bad_message", '"words" and "partials" must be true or false')
     return Start(sample_rate=rate, format=fmt, language=language, words=words, partials=partials)
+
+
+def describe(value: object, limit: int = 40) -> str:
+    """A short, safe rendering of a client's value for an error message.
+
+    Never ``str()`` of a container: a deeply nested one would cost time and may raise
+    RecursionError, and echoing it back would only amplify the input.
+    """
+    if isinstance(value, str):
+        return repr(value[:limit]) + ("..." if len(value) > limit else "")
+    if value is None or isinstance(value, (bool, float)):
+        return json.dumps(value)  # null, true, NaN, Infinity: the client's own spelling
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**limit else f"a number of more than {limit} digits"
+    if isinstance(value, list):
+        return "a list"
+    return "an object" if isinstance(value, dict) else type(value).__name__
 
 
 # -- server messages (docs/protocol.md, "Server to client") -------------------------

@@ -19,24 +19,24 @@ base64 PCM16 at 24 kHz in ``input_audio_buffer.append``. Underneath is the same
 
 from __future__ import annotations
 
-import base64
-import binascii
 import itertools
 import json
 from collections.abc import Callable
 from typing import Any
 
 from ..config import Config
+from ..errors import ProtocolError
+from . import realtime_events as events
 from .segmenter import VadFn
 from .session import Session, State
 
 #: The Realtime API's PCM16 input rate.
-INPUT_RATE = 24000
+INPUT_RATE = events.PCM16.rate
 
 
-def _error(code: str, message: str, event_id: str | None = None) -> dict[str, Any]:
+def _error(code: str, message: str, event_id: str | None = None, param: str | None = None) -> dict[str, Any]:
     return {"type": "error", "error": {"type": "invalid_request_error", "code": code, "message": message,
-                                       "param": None, "event_id": event_id}}
+                                       "param": param, "event_id": event_id}}
 
 
 class RealtimeSession:
@@ -47,6 +47,7 @@ class RealtimeSession:
         self.inner = Session(session_id, config, vad_factory)
         self.language = "en"
         self.model = "whisper-1"
+        self.input_format = events.PCM16
         self._ids = itertools.count(1)
         self._out: list[dict[str, Any]] = []
         self._items: dict[int, str] = {}  # utterance -> item id
@@ -73,18 +74,22 @@ class RealtimeSession:
 
     def receive_text(self, text: str) -> None:
         try:
-            event = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
-            self._emit(_error("invalid_json", "events must be JSON objects"))
+            event = events.decode(text)
+        except ProtocolError as exc:
+            self._emit(_error(exc.code, exc.message, param=exc.param))
             return
-        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-            self._emit(_error("invalid_event", 'an event needs a "type"'))
-            return
-        kind, event_id = event["type"], event.get("event_id")
+        try:
+            self._on_event(event)
+        except ProtocolError as exc:  # a bad field: nothing changed, the session goes on
+            self._emit(_error(exc.code, exc.message, event.event_id, exc.param))
+        self._translate()
+
+    def _on_event(self, event: events.Event) -> None:
+        kind, event_id = event.type, event.event_id
         if kind in ("session.update", "transcription_session.update"):
-            self._on_update(event, kind.replace(".update", ".updated"))
+            self._on_update(event.fields, kind.replace(".update", ".updated"))
         elif kind == "input_audio_buffer.append":
-            self._on_append(event)
+            self._on_append(event.fields)
         elif kind == "input_audio_buffer.commit":
             utterance = self.inner.commit()
             if utterance is None:
@@ -95,8 +100,7 @@ class RealtimeSession:
             self._emit({"type": "input_audio_buffer.cleared"})
         else:
             self._emit(_error("unknown_event", f"unsupported event type {kind[:60]!r} on a transcription session",
-                              event_id))
-        self._translate()
+                              event_id, "type"))
 
     def receive_bytes(self, data: bytes) -> None:
         self._emit(_error("invalid_event", "send audio as input_audio_buffer.append events, not binary frames"))
@@ -127,43 +131,30 @@ class RealtimeSession:
     # -- events in ---------------------------------------------------------------------
 
     def _start_inner(self) -> None:
-        self.inner.receive_text(json.dumps({"action": "start", "sample_rate": INPUT_RATE, "format": "pcm_s16le",
+        fmt = self.input_format
+        self.inner.receive_text(json.dumps({"action": "start", "sample_rate": fmt.rate, "format": fmt.codec,
                                             "language": self.language, "partials": True}))
-        self.inner.messages_to_send()  # "ready": nothing the Realtime protocol says
+        for message in self.inner.messages_to_send():  # "ready": nothing the Realtime protocol says
+            if message["type"] == "error":  # settings are checked first, so only a bug gets here: say so
+                self._emit(_error(message["code"], message["message"]))
 
-    def _on_update(self, event: dict[str, Any], reply: str) -> None:
-        session = event.get("session") or {}
-        if not isinstance(session, dict):
-            self._emit(_error("invalid_value", "session must be an object", event.get("event_id")))
-            return
-        # GA shape: session.audio.input.{format, transcription}; beta: input_audio_*.
-        audio_in = ((session.get("audio") or {}).get("input") or {}) if isinstance(session.get("audio"), dict) else {}
-        transcription = audio_in.get("transcription") or session.get("input_audio_transcription") or {}
-        fmt = audio_in.get("format") or session.get("input_audio_format")
-        if isinstance(fmt, dict):
-            ok = fmt.get("type", "audio/pcm") == "audio/pcm" and int(fmt.get("rate", INPUT_RATE)) == INPUT_RATE
-        else:
-            ok = fmt in (None, "pcm16")
-        if not ok:
-            self._emit(_error("unsupported_format", f"only 24 kHz PCM16 input is supported, not {fmt!r}",
-                              event.get("event_id")))
-            return
-        if isinstance(transcription, dict):
-            self.model = str(transcription.get("model") or self.model)
-            language = transcription.get("language")
-            if language and language != self.language:
-                self.language = str(language)
-                if self.inner.state is State.STREAMING and not self.inner.audio_samples:
-                    self.inner = Session(self.id, self.inner.config, self.inner.vad_factory)
-                    self._start_inner()
+    def _on_update(self, fields: dict[str, Any], reply: str) -> None:
+        update = events.parse_update(fields)  # all checked first: a bad field changes nothing
+        restart = False
+        if update.format is not None and update.format != self.input_format:
+            self.input_format, restart = update.format, True
+        if update.model is not None:
+            self.model = update.model
+        if update.language is not None and update.language != self.language:
+            self.language, restart = update.language, True
+        # Settings apply to the stream from its start: before any audio, start it again.
+        if restart and self.inner.state is State.STREAMING and not self.inner.audio_samples:
+            self.inner = Session(self.id, self.inner.config, self.inner.vad_factory)
+            self._start_inner()
         self._emit({"type": reply, "session": self._session()})
 
-    def _on_append(self, event: dict[str, Any]) -> None:
-        try:
-            pcm = base64.b64decode(str(event.get("audio", "")), validate=True)
-        except (binascii.Error, ValueError):
-            self._emit(_error("invalid_value", "audio must be base64 PCM16", event.get("event_id")))
-            return
+    def _on_append(self, fields: dict[str, Any]) -> None:
+        pcm = events.parse_append(fields)
         if self.inner.state is not State.STREAMING:
             self._start_inner()
         self.inner.receive_bytes(pcm)
@@ -255,7 +246,7 @@ class RealtimeSession:
             "object": "realtime.transcription_session",
             "type": "transcription",
             "audio": {"input": {
-                "format": {"type": "audio/pcm", "rate": INPUT_RATE},
+                "format": {"type": self.input_format.type, "rate": self.input_format.rate},
                 "transcription": {"model": self.model, "language": self.language},
                 "turn_detection": {"type": "server_vad", "threshold": self.inner.config.segmenter.vad_threshold,
                                    "prefix_padding_ms": self.inner.config.segmenter.speech_pad_ms,

@@ -78,10 +78,24 @@ class Scheduler:
 
     # -- workers -----------------------------------------------------------------
 
-    def worker_ready(self, identity: bytes, now: float, info: dict[str, object] | None = None) -> None:
-        """A worker said READY, or finished a job: it goes to the back of the LRU queue."""
+    def worker_ready(self, identity: bytes, now: float, info: dict[str, object] | None = None) -> list[bytes]:
+        """A worker said READY, or finished a job: it goes to the back of the LRU queue.
+
+        A worker counts once, by the process slot it fills (``info``, see :func:`slot_of`):
+        a READY from a new identity in a known slot means that slot's process restarted,
+        or reconnected with a fresh socket, and its old identity is forgotten at once
+        instead of counting until its heartbeats expire.
+
+        Returns:
+            The identities forgotten in favour of this one (their jobs are queued again).
+        """
+        replaced: list[bytes] = []
         worker = self.workers.get(identity)
         if worker is None:
+            slot = slot_of(info or {})
+            replaced = [w.identity for w in self.workers.values() if slot is not None and slot_of(w.info) == slot]
+            for old in replaced:
+                self.worker_gone(old, "worker restarted")
             worker = self.workers[identity] = WorkerState(identity, now + self.expiry_s, info=info or {})
         elif worker.job is not None:
             # READY while holding a job means the worker restarted and forgot it.
@@ -89,6 +103,7 @@ class Scheduler:
         worker.expires_at = now + self.expiry_s
         self.ready[identity] = None
         self.ready.move_to_end(identity)
+        return replaced
 
     def worker_seen(self, identity: bytes, now: float) -> bool:
         """Any message from a worker proves it alive. Returns False if it is unknown."""
@@ -98,12 +113,22 @@ class Scheduler:
         worker.expires_at = now + self.expiry_s
         return True
 
-    def worker_gone(self, identity: bytes, reason: str = "worker disconnected") -> None:
-        """Forget a worker; its job, if any, is queued again."""
+    def worker_gone(self, identity: bytes, reason: str = "worker disconnected", delivered: bool = True) -> bool:
+        """Forget a worker; its job, if any, is queued again, first in its class.
+
+        ``delivered=False``: the job was never handed over (sending it failed), so this
+        dispatch does not count against its ``max_attempts``.
+
+        Returns:
+            Whether the worker was known.
+        """
         worker = self.workers.pop(identity, None)
         self.ready.pop(identity, None)
         if worker is not None and worker.job is not None:
+            if not delivered:
+                worker.job.attempt -= 1
             self._requeue(worker, reason)
+        return worker is not None
 
     def expire(self, now: float) -> list[bytes]:
         """Declare dead every worker not heard from in time; returns their identities."""
@@ -257,6 +282,20 @@ class Scheduler:
             return  # a newer job with the same key is already waiting; it supersedes this one
         queue[slot] = (client, job)
         queue.move_to_end(slot, last=False)  # it has waited longest: first in its class
+
+
+def slot_of(info: dict[str, object]) -> tuple[object, ...] | None:
+    """The process slot a worker's READY ``info`` names, or None if it names none.
+
+    Workers started by a supervisor send ``slot``: unique to the supervisor's run and the
+    process's place in it, the same across that place's restarts and reconnections.
+    Others are told apart by ``name`` and ``pid``: one process, however often it reconnects.
+    """
+    if info.get("slot"):
+        return ("slot", info["slot"])
+    if info.get("name") is not None and info.get("pid") is not None:
+        return ("pid", info["name"], info["pid"])
+    return None
 
 
 def _slot(job: Job) -> str:

@@ -6,12 +6,15 @@ import base64
 import json
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import Config
+from pipeline.core import realtime_events
 from pipeline.core.realtime import RealtimeSession
 from pipeline.core.wire import Priority
+from tests.fuzz import dumps, shaped, values
 from tests.helpers import EnergyVad, speech_like
 
 
@@ -135,4 +138,134 @@ def test_random_events_never_raise(events):
     rt = make()
     for e in events:
         rt.receive_bytes(e) if isinstance(e, bytes) else rt.receive_text(e)
+    assert all(m["type"] for m in rt.messages_to_send())
+
+
+# -- hostile fields (issue 13, defects 1 and 4) ------------------------------------------
+
+
+def update(session: object, kind: str = "session.update") -> str:
+    return json.dumps({"type": kind, "event_id": "evt_1", "session": session})
+
+
+@pytest.mark.parametrize("text, code, param", [
+    (update({"audio": {"input": []}}), "invalid_type", "session.audio.input"),
+    (update({"audio": []}), "invalid_type", "session.audio"),
+    (update([]), "invalid_type", "session"),
+    (update({"audio": {"input": {"format": {"type": "audio/pcm", "rate": "abc"}}}}), "invalid_type",
+     "session.audio.input.format.rate"),
+    (update({"audio": {"input": {"format": {"type": "audio/pcm", "rate": []}}}}), "invalid_type",
+     "session.audio.input.format.rate"),
+    (update({"audio": {"input": {"format": {"type": "audio/pcm", "rate": float("nan")}}}}), "invalid_value",
+     "session.audio.input.format.rate"),
+    ('{"type":"session.update","event_id":"evt_1","session":{"audio":{"input":{"format":{"rate":1e999}}}}}',
+     "invalid_value", "session.audio.input.format.rate"),
+    (update({"audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}}), "unsupported_format",
+     "session.audio.input.format.rate"),
+    (update({"audio": {"input": {"format": {"type": ["audio/pcm"]}}}}), "invalid_type",
+     "session.audio.input.format.type"),
+    (update({"audio": {"input": {"format": {"type": "audio/opus"}}}}), "unsupported_format",
+     "session.audio.input.format.type"),
+    (update({"audio": {"input": {"format": 24000}}}), "invalid_type", "session.audio.input.format"),
+    (update({"input_audio_format": {"type": "audio/pcmu"}}, "transcription_session.update"), "unsupported_format",
+     "session.input_audio_format.type"),
+    (update({"input_audio_format": "g711_ulaw"}), "unsupported_format", "session.input_audio_format"),
+    (update({"input_audio_format": ["pcm16"]}), "invalid_type", "session.input_audio_format"),
+    (update({"input_audio_transcription": {"language": "xx"}}, "transcription_session.update"), "invalid_value",
+     "session.input_audio_transcription.language"),
+    (update({"audio": {"input": {"transcription": {"language": "xx"}}}}), "invalid_value",
+     "session.audio.input.transcription.language"),
+    (update({"input_audio_transcription": {"language": ["en"]}}), "invalid_type",
+     "session.input_audio_transcription.language"),
+    (update({"input_audio_transcription": {"model": {"name": "x"}}}), "invalid_type",
+     "session.input_audio_transcription.model"),
+    (update({"input_audio_transcription": {"model": "m" * 1000}}), "invalid_value",
+     "session.input_audio_transcription.model"),
+    (update({"input_audio_transcription": "whisper-1"}), "invalid_type", "session.input_audio_transcription"),
+    (update({"turn_detection": "server_vad"}), "invalid_type", "session.turn_detection"),
+    ('{"type":' + "9" * 5000 + "}", "invalid_json", None),
+    ('{"type":"session.update","session":{"audio":' + "1" * 5000 + "}}", "invalid_json", None),
+    ("[" * 100000, "invalid_json", None),
+    ('{"type":["session.update"]}', "invalid_event", "type"),
+    ('{"type":"input_audio_buffer.append","event_id":"evt_1","audio":["AAAA"]}', "invalid_type", "audio"),
+])
+def test_bad_fields_get_an_openai_error_event_and_change_nothing(text, code, param):
+    rt = make()
+    rt.messages_to_send()
+    rt.receive_text(text)
+    (event,) = rt.messages_to_send()
+    assert event["type"] == "error" and event["event_id"]
+    error = event["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == code and error["param"] == param, error
+    assert error["message"] and len(error["message"]) < 300
+    assert error["event_id"] == ("evt_1" if '"evt_1"' in text else None)
+    # Nothing changed, and the session still takes settings and audio.
+    assert (rt.language, rt.model, rt.input_format) == ("en", "whisper-1", realtime_events.PCM16)
+    rt.receive_text(update({"audio": {"input": {"transcription": {"language": "de"}}}}))
+    (updated,) = rt.messages_to_send()
+    assert updated["type"] == "session.updated"
+    assert updated["session"]["audio"]["input"]["transcription"]["language"] == "de"
+
+
+def test_a_bad_language_is_refused_at_the_update_and_audio_still_transcribes():
+    rt = make()
+    rt.messages_to_send()
+    rt.receive_text(json.dumps({"type": "transcription_session.update",
+                                "session": {"input_audio_transcription": {"language": "xx"}}}))
+    assert [e["error"]["code"] for e in rt.messages_to_send()] == ["invalid_value"]
+    append(rt, speech_like([("silence", 0.5), ("speech", 1.5), ("silence", 1.0)]))
+    events = rt.messages_to_send()
+    assert not [e for e in events if e["type"] == "error"], events
+    (final,) = [j for j in rt.jobs_to_send() if j.priority == Priority.FINAL]
+    assert final.options["language"] == "en"
+
+
+def test_a_language_before_audio_restarts_the_stream_with_it():
+    rt = make()
+    rt.messages_to_send()
+    rt.receive_text(update({"input_audio_transcription": {"language": "de", "model": "gpt-4o-transcribe"}},
+                           "transcription_session.update"))
+    (updated,) = rt.messages_to_send()
+    assert updated["type"] == "transcription_session.updated"
+    assert updated["session"]["audio"]["input"]["transcription"] == {"model": "gpt-4o-transcribe", "language": "de"}
+    append(rt, speech_like([("silence", 0.5), ("speech", 1.5), ("silence", 1.0)]))
+    (final,) = [j for j in rt.jobs_to_send() if j.priority == Priority.FINAL]
+    assert final.options["language"] == "de"
+
+
+SESSION_TREE = {
+    "type": None, "include": None, "turn_detection": None, "input_audio_noise_reduction": None,
+    "input_audio_format": {"type": None, "rate": None},
+    "input_audio_transcription": {"model": None, "language": None, "prompt": None},
+    "audio": {"input": {"format": {"type": None, "rate": None}, "turn_detection": None, "noise_reduction": None,
+                        "transcription": {"model": None, "language": None, "prompt": None}}},
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["session.update", "transcription_session.update", "input_audio_buffer.append",
+                        "input_audio_buffer.commit", "input_audio_buffer.clear", "response.create"]),
+       st.one_of(shaped(SESSION_TREE), values()), st.one_of(st.none(), values()), st.one_of(st.none(), values()))
+def test_nested_and_huge_values_in_any_field_never_raise(kind, session, audio, event_id):
+    rt = make()
+    event = {"type": kind, "session": session}
+    if audio is not None:
+        event["audio"] = audio
+    if event_id is not None:
+        event["event_id"] = event_id
+    rt.receive_text(dumps(event))
+    out = rt.messages_to_send()
+    assert all(m["type"] for m in out)
+    for m in out:
+        if m["type"] == "error":
+            assert m["error"]["code"] and len(m["error"]["message"]) < 300
+            assert m["error"]["event_id"] is None or isinstance(m["error"]["event_id"], str)
+    json.dumps(out)  # everything sent is plain JSON
+
+
+@settings(max_examples=100, deadline=None)
+@given(values())
+def test_any_json_value_as_an_event_never_raises(value):
+    rt = make()
+    rt.receive_text(dumps(value))
     assert all(m["type"] for m in rt.messages_to_send())

@@ -168,3 +168,45 @@ def test_cancel_drops_only_that_clients_queued_jobs_with_the_prefix():
     s.worker_ready(b"w3", 0.0)
     assert {j.job_id for _, _, j in s.assignments()} == {"a1:9:f", "a12:0:f"}
     assert s.cancel(b"ingest", "") == 0
+
+
+# -- a worker counts once, by its process slot (issue 13, defect 3) ----------------------
+
+
+def test_a_restarted_process_replaces_its_old_identity_and_its_job_is_queued_again():
+    s = Scheduler()
+    assert s.worker_ready(b"old", 0.0, {"name": "worker-0", "pid": 10, "slot": "run1/worker-0"}) == []
+    s.worker_ready(b"w1", 0.0, {"name": "worker-1", "pid": 11, "slot": "run1/worker-1"})
+    s.submit(b"c", job("a"))
+    s.submit(b"c", job("b"))
+    held = {identity: j.job_id for identity, _, j in s.assignments()}
+    # worker-0 was killed and its replacement (a new pid, a new identity) says READY.
+    assert s.worker_ready(b"new", 1.0, {"name": "worker-0", "pid": 20, "slot": "run1/worker-0"}) == [b"old"]
+    assert set(s.workers) == {b"w1", b"new"} and s.retried == 1
+    ((identity, _, j),) = s.assignments()
+    assert identity == b"new" and j.job_id == held[b"old"] and j.attempt == 2
+
+
+def test_a_process_that_reconnects_counts_once_and_other_slots_are_apart():
+    s = Scheduler()
+    for identity in (b"a", b"b", b"c"):  # one process, three sockets (the front end was frozen)
+        s.worker_ready(identity, 0.0, {"name": "worker-0", "pid": 10})  # no slot: name and pid
+    s.worker_ready(b"x", 0.0, {"name": "worker-0", "pid": 10, "slot": "run2/worker-0"})  # another host's
+    s.worker_ready(b"y", 0.0, {"name": "worker-0", "pid": 11})
+    s.worker_ready(b"z", 0.0)  # says nothing of itself: counted by identity alone
+    assert set(s.workers) == {b"c", b"x", b"y", b"z"}
+    assert s.worker_ready(b"c", 1.0, {"name": "worker-0", "pid": 10}) == []  # its own READY again
+
+
+def test_a_job_whose_send_failed_does_not_use_up_an_attempt():
+    s = Scheduler(max_attempts=2)
+    s.submit(b"c", job("a"))
+    for dead in (b"d1", b"d2", b"d3"):  # three vanished workers in a row
+        s.worker_ready(dead, 0.0)
+        ((identity, _, j),) = s.assignments()
+        assert s.worker_gone(identity, "worker unreachable", delivered=False)
+    assert not s.take_failures() and s.retried == 3
+    s.worker_ready(b"live", 0.0)
+    ((_, _, j),) = s.assignments()
+    assert j.job_id == "a" and j.attempt == 1  # its first real attempt
+    assert not s.worker_gone(b"unknown")

@@ -1,0 +1,157 @@
+"""Hostile input on real sockets (issue 13): malformed fields, bad settings, limits, handshakes.
+
+Each test is one scenario of docs/reliability.md, with the fake ASR.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+
+from websockets.sync.client import connect
+
+from pipeline.client import load_audio
+from pipeline.core.session import Session
+from tests.data import JFK
+from tests.helpers import pcm16, timeout
+from tests.integration.test_reliability import assert_one_final_each, stream_all, until_stopped
+
+AUDIO = load_audio(str(JFK))  # 11 s, four utterances
+
+BAD_STARTS = {
+    '{"action":"start","format":[]}': "unsupported_format",
+    '{"action":"start","format":{}}': "unsupported_format",
+    '{"action":"start","language":[]}': "unsupported_language",
+    '{"action":"start","sample_rate":' + "1" * 5000 + "}": "bad_json",
+    '{"action":' + "[" * 50000 + "]" * 50000 + "}": "bad_json",
+}
+
+
+def test_malformed_fields_get_errors_and_the_pending_finals_still_arrive(fake_pipeline):
+    """Defect 1: these raised inside the parser; the client got close 1011 and no finals."""
+    with connect(fake_pipeline.url) as ws:
+        ws.send('{"action":"start","partials":false}')
+        for i in range(0, len(AUDIO), 1600):  # all of JFK: its finals are pending...
+            ws.send(pcm16(AUDIO[i : i + 1600]))
+        for bad in BAD_STARTS:  # ...when the bad starts come
+            ws.send(bad)
+        ws.send('{"action":"stop"}')
+        messages = until_stopped(ws)
+        ws.send('{"action":"ping"}')
+        assert json.loads(ws.recv(timeout=timeout(10))) == {"type": "pong"}  # still open
+    assert [m["code"] for m in messages if m["type"] == "error"] == list(BAD_STARTS.values())
+    assert_one_final_each(messages)
+
+
+def test_an_exception_inside_the_session_is_an_error_not_a_close(fake_pipeline, monkeypatch, caplog):
+    """Defence in depth: whatever raises in the core, the ingest answers internal_error."""
+    caplog.set_level(logging.INFO, logger="pipeline.ingest")
+    receive_text = Session.receive_text
+
+    def buggy(self: Session, text: str) -> None:
+        if text == '{"action":"trip"}':
+            raise RuntimeError("a bug in the core")
+        receive_text(self, text)
+
+    monkeypatch.setattr(Session, "receive_text", buggy)
+    with connect(fake_pipeline.url) as ws:
+        ws.send('{"action":"start","partials":false}')
+        trips = 0
+        for i in range(0, len(AUDIO), 1600):
+            ws.send(pcm16(AUDIO[i : i + 1600]))
+            if i % 16000 == 0:
+                ws.send('{"action":"trip"}')
+                trips += 1
+        for _ in range(200):
+            ws.send('{"action":"trip"}')
+        ws.send('{"action":"stop"}')
+        messages = until_stopped(ws)
+    internal = [m for m in messages if m.get("code") == "internal_error"]
+    assert len(internal) == trips + 200, [m for m in messages if m["type"] == "error"][:3]
+    assert_one_final_each(messages)
+    logged = [r for r in caplog.records if "internal error" in r.getMessage()]
+    assert 1 <= len(logged) <= 5 and sum(r.exc_info is not None for r in logged) == 1  # one traceback, not 211
+
+
+def realtime_url(p) -> str:
+    return p.url.replace("/v1/stream", "/v1/realtime")
+
+
+def recv_event(ws) -> dict:
+    return json.loads(ws.recv(timeout=timeout(20)))
+
+
+BAD_UPDATES = {
+    json.dumps({"type": "session.update", "session": {"audio": {"input": []}}}): "invalid_type",
+    json.dumps({"type": "session.update", "session": {"audio": {"input": {"format": {"rate": "abc"}}}}}):
+        "invalid_type",
+    json.dumps({"type": "session.update", "session": {"audio": {"input": {"format": {"rate": []}}}}}):
+        "invalid_type",
+    '{"type":"session.update","session":{"audio":{"input":{"format":{"rate":NaN}}}}}': "invalid_value",
+    '{"type":"session.update","session":{"audio":{"input":{"format":{"rate":1e999}}}}}': "invalid_value",
+    '{"type":' + "7" * 5000 + "}": "invalid_json",
+    # Defect 4: a language that is no Whisper code was accepted, then every append failed.
+    json.dumps({"type": "transcription_session.update",
+                "session": {"input_audio_transcription": {"language": "xx"}}}): "invalid_value",
+}
+
+
+def test_realtime_bad_updates_get_openai_errors_and_the_session_still_transcribes(fake_pipeline):
+    """Defects 1 and 4 on /v1/realtime."""
+    pcm = pcm16(AUDIO[: 5 * 16000]) + bytes(48000)  # 16 kHz bytes as 24 kHz (fine for the fake ASR), 1 s silence
+    with connect(realtime_url(fake_pipeline)) as ws:
+        assert recv_event(ws)["type"] == "session.created"
+        for text, code in BAD_UPDATES.items():
+            ws.send(text)
+            event = recv_event(ws)
+            assert event["type"] == "error" and event["error"]["code"] == code, (text[:80], event)
+            assert event["error"]["type"] == "invalid_request_error"
+        for i in range(0, len(pcm), 9600):
+            ws.send(json.dumps({"type": "input_audio_buffer.append",
+                                "audio": base64.b64encode(pcm[i : i + 9600]).decode()}))
+        events = []
+        while not any(e["type"].endswith("transcription.completed") for e in events):
+            events.append(recv_event(ws))
+    assert not [e for e in events if e["type"] == "error"], events
+    done = [e for e in events if e["type"].endswith("transcription.completed")]
+    assert done[0]["transcript"].startswith("speech of")
+
+
+def test_realtime_never_closes_with_1011_on_nested_and_huge_values(fake_pipeline):
+    """A sample of the unit fuzzers' inputs, over a real socket: each gets an event, none a close."""
+    from tests.fuzz import Huge, dumps
+
+    nasty = [[], {}, [[[]]], {"a": {"b": []}}, Huge(5000), float("nan"), float("inf"), 10**40, "x" * 10001, None]
+    with connect(realtime_url(fake_pipeline)) as ws:
+        recv_event(ws)
+        for value in nasty:
+            for event in ({"type": "session.update", "session": value},
+                          {"type": "session.update", "session": {"audio": {"input": {"format": value}}}},
+                          {"type": "session.update", "session": {"audio": {"input": {"transcription": value}}}},
+                          {"type": "session.update", "session": {"input_audio_transcription": {"language": value}}},
+                          {"type": "input_audio_buffer.append", "audio": value},
+                          {"type": value}, {"type": "input_audio_buffer.commit", "event_id": value}):
+                ws.send(dumps(event))
+                assert recv_event(ws)["type"] in ("error", "session.updated")
+        ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
+        assert recv_event(ws)["type"] == "input_audio_buffer.cleared"
+
+
+def test_stream_never_closes_with_1011_on_nested_and_huge_values(fake_pipeline):
+    from tests.fuzz import Huge, dumps
+
+    nasty = [[], {}, [[[]]], {"a": {"b": []}}, Huge(5000), float("nan"), float("-inf"), 10**40, "x" * 10000, None]
+    with connect(fake_pipeline.url) as ws:
+        for value in nasty:
+            for key in ("action", "sample_rate", "format", "language", "words", "partials"):
+                ws.send(dumps({"action": "start", key: value}))
+                reply = json.loads(ws.recv(timeout=timeout(10)))
+                if reply == {"type": "status", "message": "ready"}:  # a value that is fine: stop again
+                    ws.send('{"action":"stop"}')
+                    assert json.loads(ws.recv(timeout=timeout(10)))["message"] == "stopped"
+                else:
+                    assert reply["type"] == "error", reply
+        ws.send('{"action":"ping"}')
+        assert json.loads(ws.recv(timeout=timeout(10))) == {"type": "pong"}
+
