@@ -81,7 +81,7 @@ def test_statistics_match_the_script():
     r = asyncio.run(main())
     n = len(item.utterances)
     assert r["clients"] == 2 and r["streams"] == 2
-    assert r["utterances"] == {"expected": 2 * n, "finalized": 2 * (n - 1), "lost": 2, "duplicated": 2}
+    assert r["utterances"] == {"expected": 2 * n, "finalized": 2 * (n - 1), "lost": 2, "duplicated": 2, "empty": 0}
     assert r["errors"] == 0 and r["disconnects"] == 0
     assert r["audio_s"] == pytest.approx(2 * item.utterances[-1].end_s + 2 * 0.8, abs=0.3)
     # Latencies: the script fixes them; the bounds allow one 100 ms frame of stream time
