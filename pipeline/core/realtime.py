@@ -9,8 +9,7 @@ base64 PCM16 at 24 kHz in ``input_audio_buffer.append``. Underneath is the same
   ``input_audio_buffer.speech_started``, its final cut ``speech_stopped`` then
   ``committed``. Each utterance is one conversation item.
 * Deltas only ever append, so a delta carries only **stable** text: the words two
-  partials in a row agree on (LocalAgreement, as whisper_streaming does), less the last
-  word of the earlier one, which was heard cut short. Before a delta
+  partials in a row agree on (LocalAgreement, as whisper_streaming does). Before a delta
   goes out its text is pinned in the session (:meth:`Session.pin`): the final decode is
   forced to continue from it, so the deltas of an item are always a prefix of its
   ``...transcription.completed`` transcript. Once the final's job is made nothing more is
@@ -190,7 +189,7 @@ class RealtimeSession:
         words = message["text"].split()
         previous = self._last_partial.get(utterance, [])
         stable = []
-        for a, b in zip(previous[:-1], words):  # the earlier partial's last word may be cut short
+        for a, b in zip(previous, words):
             if a != b:
                 break
             stable.append(a)

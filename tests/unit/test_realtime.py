@@ -93,18 +93,18 @@ def test_deltas_carry_only_words_two_partials_agree_on_and_are_pinned_for_the_fi
     deltas = []
     for seq, text in enumerate(["the quick", "the quick brown", "the quack brown fox", "the quack brown fox jumps"], 1):
         deltas += partial(seq, text)
-    # Agreed words, less the earlier partial's last word (heard cut short); "quick" became
-    # "quack" before it was stable, so it never went out, and nothing sent is taken back.
-    assert deltas == ["the", " quack brown"]
+    # "the quick" agreed twice and went out; "quick" then changed, so nothing more is
+    # stable until the final, which continues what was sent; nothing sent is taken back.
+    assert deltas == ["the quick"]
     rt.receive_text(json.dumps({"type": "input_audio_buffer.commit"}))
     rt.messages_to_send()
     (final,) = [j for j in rt.jobs_to_send() if j.priority == Priority.FINAL]
-    assert final.options["committed"] == "the quack brown"  # the final decode continues the deltas
-    assert partial(9, "the quack brown fox jumps over") == []  # pins are closed once the final's job is made
-    rt.receive_result({"job_id": final.job_id, "text": "the quack brown fox jumps."})
+    assert final.options["committed"] == "the quick"  # the final decode continues the deltas
+    assert partial(9, "the quick brown fox jumps over") == []  # pins are closed once the final's job is made
+    rt.receive_result({"job_id": final.job_id, "text": "the quick brown fox jumps."})
     events = rt.messages_to_send()
-    assert [e["delta"] for e in events if e["type"].endswith("delta")] == [" fox jumps."]
-    assert [e["transcript"] for e in events if e["type"].endswith("completed")] == ["the quack brown fox jumps."]
+    assert [e["delta"] for e in events if e["type"].endswith("delta")] == [" brown fox jumps."]
+    assert [e["transcript"] for e in events if e["type"].endswith("completed")] == ["the quick brown fox jumps."]
 
 
 def test_stream_sessions_pin_nothing():
