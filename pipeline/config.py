@@ -9,6 +9,7 @@ so that a typo never silently falls back to a default. CLI flags override the fi
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ class ServerConfig:
     shutdown_timeout_s: float = 10.0
     max_unread_messages: int = 5000
     max_audio_rate: float = 4.0
-    audio_burst_s: float = 30.0
+    audio_burst_s: float = 66.0
     max_session_s: float = 14400.0
     idle_timeout_s: float = 120.0
 
@@ -221,6 +222,16 @@ def validate(config: Config, source: str = "<config>") -> None:
     sv = config.server
     if min(sv.max_audio_rate, sv.audio_burst_s, sv.max_session_s, sv.idle_timeout_s) < 0 or sv.max_unread_messages < 1:
         raise ConfigError(f"{source} [server]: limits must be >= 0 (0 turns one off) and max_unread_messages >= 1")
+    if sv.max_message_bytes < 1:
+        raise ConfigError(f"{source} [server]: max_message_bytes must be >= 1")
+    from .core.limits import densest_bytes_per_s, max_message_audio_s  # the core imports this module
+
+    if sv.max_audio_rate and sv.audio_burst_s < (most := max_message_audio_s(sv.max_message_bytes)):
+        raise ConfigError(
+            f"{source} [server]: audio_burst_s ({sv.audio_burst_s:g} s) must hold one message of max_message_bytes "
+            f"({sv.max_message_bytes} bytes: up to {most:.1f} s of audio in the densest format, "
+            f"{densest_bytes_per_s():,.0f} bytes a second), or that message would be refused on a fresh "
+            f"connection; raise audio_burst_s to {math.ceil(most)} or more, or lower max_message_bytes")
     d = config.dispatcher
     if d.job_deadline_s < 0 or d.queue_deadline_s < 0:
         raise ConfigError(f"{source} [dispatcher]: job_deadline_s and queue_deadline_s must be >= 0 (0: none)")

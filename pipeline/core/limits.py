@@ -10,9 +10,33 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import ServerConfig
+from .protocol import FORMATS, MIN_SAMPLE_RATE
+from .realtime_events import INPUT_FORMATS
 
 #: WebSocket close code for a policy violation (RFC 6455, 7.4.1).
 POLICY_VIOLATION = 1008
+
+
+def densest_bytes_per_s() -> float:
+    """The fewest message bytes that carry one second of audio, in any format either endpoint takes.
+
+    Today that is PCM16 at 8 kHz on ``/v1/stream``: 16,000 bytes a second (a
+    ``/v1/realtime`` append is base64 PCM16 at 24 kHz: 64,000). A format added to
+    either table is counted here, and the config check below follows.
+    """
+    stream = min(FORMATS.values()) * MIN_SAMPLE_RATE
+    realtime = min(FORMATS[f.codec] * f.rate * 4 / 3 for f in INPUT_FORMATS)  # base64: 4 chars per 3 bytes
+    return min(stream, realtime)
+
+
+def max_message_audio_s(max_message_bytes: int) -> float:
+    """The most audio one message of ``max_message_bytes`` can hold, in seconds.
+
+    The rate limit's burst must hold at least this much (``pipeline.config.validate``):
+    otherwise a single legal message, such as a backlog sent after a reconnect, would
+    be refused on a fresh connection, which is what the burst is for.
+    """
+    return max_message_bytes / densest_bytes_per_s()
 
 
 @dataclass(frozen=True)

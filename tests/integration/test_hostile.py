@@ -9,6 +9,7 @@ import base64
 import json
 import logging
 
+import pytest
 from websockets.sync.client import connect
 
 from pipeline.client import load_audio
@@ -155,3 +156,17 @@ def test_stream_never_closes_with_1011_on_nested_and_huge_values(fake_pipeline):
         ws.send('{"action":"ping"}')
         assert json.loads(ws.recv(timeout=timeout(10))) == {"type": "pong"}
 
+
+
+@pytest.mark.parametrize("rate", [16000, 8000])
+def test_one_message_of_the_largest_legal_size_is_accepted_on_a_fresh_connection(fake_pipeline, rate):
+    """Defect 5: 1 MiB of PCM16 (32.8 s at 16 kHz, 65.5 s at 8 kHz) got rate_limited and close 1008."""
+    size = fake_pipeline.config.server.max_message_bytes
+    pcm = (pcm16(AUDIO) * (size // len(pcm16(AUDIO)) + 1))[:size]
+    with connect(fake_pipeline.url, max_size=None) as ws:
+        ws.send(json.dumps({"action": "start", "partials": False, "sample_rate": rate}))
+        ws.send(pcm)  # the backlog of a client that reconnects, in one message
+        ws.send('{"action":"stop"}')
+        messages = until_stopped(ws, limit_s=120)
+    assert not [m for m in messages if m["type"] == "error"], [m for m in messages if m["type"] == "error"]
+    assert [m for m in messages if m["type"] == "final"]
