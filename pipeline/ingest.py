@@ -249,6 +249,8 @@ class Ingest:
                     # Audio is counted as the session decoded it, whichever frame brought it.
                     violation = conn.limits.on_audio(max(0, conn.session.audio_samples - before) / SAMPLE_RATE, now)
                     await self._flush(conn)
+                    if violation is None and not conn.session.outstanding:
+                        violation = conn.limits.idle(now)  # pings keep coming, but no audio does
                 if violation is not None:
                     await self._enforce(conn, violation)
                     break
