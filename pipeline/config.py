@@ -29,6 +29,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     max_sessions: int = 64
+    max_sessions_per_address: int = 16
     max_message_bytes: int = 1 << 20
     level_interval_ms: int = 100
     shutdown_timeout_s: float = 10.0
@@ -115,6 +116,8 @@ class SecurityConfig:
     tls_cert: str = ""
     tls_key: str = ""
     log_format: str = "text"
+    max_auth_failures: int = 10
+    auth_failure_window_s: float = 60.0
 
     def client_keys(self) -> tuple[str, ...]:
         """API keys from the config and from ``PIPELINE_API_KEYS`` (comma-separated)."""
@@ -240,6 +243,8 @@ def validate(config: Config, source: str = "<config>") -> None:
         raise ConfigError(f"{source} [security]: tls_cert and tls_key go together")
     if sec.log_format not in ("text", "json"):
         raise ConfigError(f"{source} [security]: log_format must be \"text\" or \"json\"")
+    if sec.max_auth_failures < 0 or sec.auth_failure_window_s < 0:
+        raise ConfigError(f"{source} [security]: max_auth_failures and auth_failure_window_s must be >= 0 (0: off)")
     b = config.batch
     if not 1.0 <= b.max_chunk_s <= 30.0 or b.max_gap_s < 0 or b.prompt_chars < 0 or b.reply_timeout_s <= 0:
         raise ConfigError(f"{source} [batch]: max_chunk_s must be 1..30, max_gap_s and prompt_chars >= 0, "
@@ -253,8 +258,8 @@ def validate(config: Config, source: str = "<config>") -> None:
         raise ConfigError(f"{source} [segmenter]: max_utterance_s must be between 1 and 30 (Whisper's window)")
     if not 0 <= config.server.port <= 65535:
         raise ConfigError(f"{source} [server]: port must be between 0 and 65535")
-    if config.server.max_sessions < 1:
-        raise ConfigError(f"{source} [server]: max_sessions must be >= 1")
+    if config.server.max_sessions < 1 or config.server.max_sessions_per_address < 0:
+        raise ConfigError(f"{source} [server]: max_sessions must be >= 1 and max_sessions_per_address >= 0 (0: no cap)")
     if config.dispatcher.heartbeat_interval_s <= 0 or config.dispatcher.heartbeat_liveness < 1:
         raise ConfigError(f"{source} [dispatcher]: heartbeat settings must be positive")
     if config.dispatcher.max_attempts < 1:
