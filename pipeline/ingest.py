@@ -193,8 +193,10 @@ class Ingest:
                     # Audio is counted as the session decoded it, whichever frame brought it.
                     violation = conn.limits.on_audio(max(0, conn.session.audio_samples - before) / SAMPLE_RATE, now)
                     await self._flush(conn)
-                    if violation is None and not conn.session.outstanding:
-                        violation = conn.limits.idle(now)  # pings keep coming, but no audio does
+                    if conn.session.outstanding:
+                        conn.limits.on_message(now)  # it is waiting for us, not idle
+                    elif violation is None:
+                        violation = conn.limits.idle(now)  # pings may keep coming, but no audio does
                 if violation is not None:
                     await self._enforce(conn, violation)
                     break
@@ -239,7 +241,8 @@ class Ingest:
         dropped = self._throttle.allow(f"internal:{kind}", time.monotonic())
         if dropped is not None:
             first = kind not in self._traced and len(self._traced) < 64
-            self._traced.add(kind)
+            if first:
+                self._traced.add(kind)
             log.error("session %s: internal error on %s, dropped: %s: %.200s%s", conn.session.id, what, kind, exc,
                       f" ({dropped} more like it not logged)" if dropped else "", exc_info=exc if first else None)
         if self.metrics is not None:
