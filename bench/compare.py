@@ -100,7 +100,8 @@ def processes(paths: list[str]) -> tuple[list[str], float]:
 
 def through_pipeline(items, audio, speed: float, config: str | None) -> tuple[list[str], float]:
     log = Path(tempfile.mkstemp(prefix="bench-pipeline-", suffix=".log")[1])
-    spawned = SpawnedPipeline(config, log, args=["--max-audio-rate", "0"])  # the clients stream at --speed
+    # The clients stream at --speed, one per corpus file, all from this address.
+    spawned = SpawnedPipeline(config, log, args=["--max-audio-rate", "0", "--max-sessions-per-address", "0"])
     try:
         t0 = time.monotonic()
         passes = asyncio.run(run_clients(spawned.url, items, audio, clients=len(items), speed=speed, stagger_s=0.0,

@@ -41,16 +41,19 @@ def _load_config(path: str | None) -> config_mod.Config:
 @click.option("--job-endpoint", help='ZeroMQ endpoint for `pipeline transcribe --connect`; "" for none [dispatcher.job_endpoint].')
 @click.option("--max-audio-rate", type=click.FloatRange(min=0),
               help="Fastest a client may stream, × real time, sustained; 0: no limit [server.max_audio_rate].")
+@click.option("--max-sessions-per-address", type=click.IntRange(min=0),
+              help="Concurrent sessions from one client address; 0: no cap [server.max_sessions_per_address].")
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="Log lines as text or JSON [security.log_format].")
 def run(config_path: str | None, host: str | None, port: int | None, workers: int | None,
         model: str | None, worker_endpoint: str | None, job_endpoint: str | None,
-        max_audio_rate: float | None, log_format: str | None) -> None:
+        max_audio_rate: float | None, max_sessions_per_address: int | None, log_format: str | None) -> None:
     """Start the ingest, the dispatcher and the worker pool on this machine."""
     from . import service
 
     cfg = _load_config(config_path)
     try:
-        cfg = config_mod.override(cfg, "server", host=host, port=port, max_audio_rate=max_audio_rate)
+        cfg = config_mod.override(cfg, "server", host=host, port=port, max_audio_rate=max_audio_rate,
+                                  max_sessions_per_address=max_sessions_per_address)
         cfg = config_mod.override(cfg, "workers", count=workers, model=model)
         cfg = config_mod.override(cfg, "dispatcher", worker_endpoint=worker_endpoint, job_endpoint=job_endpoint)
         cfg = config_mod.override(cfg, "security", log_format=log_format)

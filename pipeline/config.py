@@ -9,6 +9,7 @@ so that a typo never silently falls back to a default. CLI flags override the fi
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -28,12 +29,13 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     max_sessions: int = 64
+    max_sessions_per_address: int = 16
     max_message_bytes: int = 1 << 20
     level_interval_ms: int = 100
     shutdown_timeout_s: float = 10.0
     max_unread_messages: int = 5000
     max_audio_rate: float = 4.0
-    audio_burst_s: float = 30.0
+    audio_burst_s: float = 66.0
     max_session_s: float = 14400.0
     idle_timeout_s: float = 120.0
 
@@ -114,6 +116,8 @@ class SecurityConfig:
     tls_cert: str = ""
     tls_key: str = ""
     log_format: str = "text"
+    max_auth_failures: int = 10
+    auth_failure_window_s: float = 60.0
 
     def client_keys(self) -> tuple[str, ...]:
         """API keys from the config and from ``PIPELINE_API_KEYS`` (comma-separated)."""
@@ -221,6 +225,16 @@ def validate(config: Config, source: str = "<config>") -> None:
     sv = config.server
     if min(sv.max_audio_rate, sv.audio_burst_s, sv.max_session_s, sv.idle_timeout_s) < 0 or sv.max_unread_messages < 1:
         raise ConfigError(f"{source} [server]: limits must be >= 0 (0 turns one off) and max_unread_messages >= 1")
+    if sv.max_message_bytes < 1:
+        raise ConfigError(f"{source} [server]: max_message_bytes must be >= 1")
+    from .core.limits import densest_bytes_per_s, max_message_audio_s  # the core imports this module
+
+    if sv.max_audio_rate and sv.audio_burst_s < (most := max_message_audio_s(sv.max_message_bytes)):
+        raise ConfigError(
+            f"{source} [server]: audio_burst_s ({sv.audio_burst_s:g} s) must hold one message of max_message_bytes "
+            f"({sv.max_message_bytes} bytes: up to {most:.1f} s of audio in the densest format, "
+            f"{densest_bytes_per_s():,.0f} bytes a second), or that message would be refused on a fresh "
+            f"connection; raise audio_burst_s to {math.ceil(most)} or more, or lower max_message_bytes")
     d = config.dispatcher
     if d.job_deadline_s < 0 or d.queue_deadline_s < 0:
         raise ConfigError(f"{source} [dispatcher]: job_deadline_s and queue_deadline_s must be >= 0 (0: none)")
@@ -229,6 +243,8 @@ def validate(config: Config, source: str = "<config>") -> None:
         raise ConfigError(f"{source} [security]: tls_cert and tls_key go together")
     if sec.log_format not in ("text", "json"):
         raise ConfigError(f"{source} [security]: log_format must be \"text\" or \"json\"")
+    if sec.max_auth_failures < 0 or sec.auth_failure_window_s < 0:
+        raise ConfigError(f"{source} [security]: max_auth_failures and auth_failure_window_s must be >= 0 (0: off)")
     b = config.batch
     if not 1.0 <= b.max_chunk_s <= 30.0 or b.max_gap_s < 0 or b.prompt_chars < 0 or b.reply_timeout_s <= 0:
         raise ConfigError(f"{source} [batch]: max_chunk_s must be 1..30, max_gap_s and prompt_chars >= 0, "
@@ -242,8 +258,8 @@ def validate(config: Config, source: str = "<config>") -> None:
         raise ConfigError(f"{source} [segmenter]: max_utterance_s must be between 1 and 30 (Whisper's window)")
     if not 0 <= config.server.port <= 65535:
         raise ConfigError(f"{source} [server]: port must be between 0 and 65535")
-    if config.server.max_sessions < 1:
-        raise ConfigError(f"{source} [server]: max_sessions must be >= 1")
+    if config.server.max_sessions < 1 or config.server.max_sessions_per_address < 0:
+        raise ConfigError(f"{source} [server]: max_sessions must be >= 1 and max_sessions_per_address >= 0 (0: no cap)")
     if config.dispatcher.heartbeat_interval_s <= 0 or config.dispatcher.heartbeat_liveness < 1:
         raise ConfigError(f"{source} [dispatcher]: heartbeat settings must be positive")
     if config.dispatcher.max_attempts < 1:

@@ -16,17 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hmac
-import importlib.resources
-import http
 import itertools
 import json
 import logging
 import secrets
 import ssl
 import time
-import urllib.parse
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -34,27 +29,25 @@ import websockets
 import zmq
 import zmq.asyncio
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
 
 from .config import SAMPLE_RATE, Config
 from .core import wire
+from .core.admission import Admission
 from .core.limits import ConnectionLimits, Violation
 from .core.segmenter import VadFn
 from .core.realtime import RealtimeSession
 from .core.session import Session, State
 from .errors import ConfigError, ProtocolError
+from .handshake import REALTIME_PATH, STREAM_PATH, Handshake, client_host
 from .logs import Throttle
 from .metrics import Metrics
 
 log = logging.getLogger("pipeline.ingest")
+#: websockets' own log lines: its "connection rejected (401 ...)" has no address, and ours do.
+_quiet = logging.getLogger("pipeline.ingest.websockets")
+_quiet.setLevel(logging.WARNING)
 
-#: The browser page (pipeline/web), served as is: plain modules, no build, no CDN.
-WEB_FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("index.html", "text/html; charset=utf-8"),
-             "/app.js": ("app.js", "text/javascript; charset=utf-8"),
-             "/worklet.js": ("worklet.js", "text/javascript; charset=utf-8")}
-STREAM_PATH = "/v1/stream"
-REALTIME_PATH = "/v1/realtime"  # OpenAI Realtime transcription protocol (docs/protocol.md)
+__all__ = ["REALTIME_PATH", "STREAM_PATH", "Ingest", "tls_context"]
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -77,6 +70,7 @@ class _Connection:
 
     def __init__(self, ws: ServerConnection, session: Session | RealtimeSession, config: Config) -> None:
         self.ws = ws
+        self.host = client_host(ws)
         self.session = session
         self.limits = ConnectionLimits(config.server, time.monotonic())
         self.outbox: asyncio.Queue[str | None] = asyncio.Queue()
@@ -134,6 +128,8 @@ class Ingest:
         self.server: Server | None = None
         self.accepting = True
         self.api_keys = config.security.client_keys()
+        self.admission = Admission(config.server, config.security)
+        self.handshake = Handshake(self)
         self.metrics: Metrics | None = None
         self._final_made: dict[str, float] = {}  # "session:utterance" -> when its final job was made
         self._throttle = Throttle()  # log lines that a client can cause, per reason
@@ -145,7 +141,10 @@ class Ingest:
             self._handle,
             cfg.host,
             cfg.port,
-            process_request=self._process_request,
+            process_request=self.handshake.process_request,
+            process_response=self.handshake.process_response,
+            create_connection=self.handshake.connection_class(),
+            logger=_quiet,
             # Browsers send Origin; programs do not (None), and are not affected.
             origins=cast(Any, [None, *sec.allowed_origins]) if sec.allowed_origins else None,
             ssl=tls_context(sec.tls_cert, sec.tls_key) if sec.tls_cert else None,
@@ -162,62 +161,6 @@ class Ingest:
         assert self.server is not None
         return int(next(iter(self.server.sockets)).getsockname()[1])
 
-    # -- HTTP side of the handshake -------------------------------------------------
-
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
-        if path == "/healthz":
-            return connection.respond(http.HTTPStatus.OK, "ok\n")
-        if path == "/readyz":
-            n = self.ready()
-            if n > 0 and self.accepting:
-                return connection.respond(http.HTTPStatus.OK, f"ready: {n} worker(s)\n")
-            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "not ready: no worker is ready\n")
-        if path in WEB_FILES:
-            name, content_type = WEB_FILES[path]
-            body = self._web_file(name)
-            return Response(200, "OK", Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
-                                                ("Cache-Control", "no-cache"), ("Connection", "close")]), body)
-        if path == "/metrics" and self.metrics is not None:
-            body, content_type = self.metrics.render()
-            return Response(200, "OK", Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
-                                                ("Connection", "close")]), body)
-        if path not in (STREAM_PATH, REALTIME_PATH):
-            return connection.respond(http.HTTPStatus.NOT_FOUND,
-                                      f"unknown path {path}; the stream endpoints are {STREAM_PATH} and {REALTIME_PATH}\n")
-        if self.api_keys and not self._authorized(request):
-            # Before any session state exists (docs/protocol.md, "Authentication").
-            response = connection.respond(http.HTTPStatus.UNAUTHORIZED,
-                                          "a valid API key is needed: Authorization: Bearer KEY, or ?token=KEY\n")
-            response.headers["WWW-Authenticate"] = "Bearer"
-            if self.metrics is not None:
-                self.metrics.refused.labels("unauthorized").inc()
-            return response
-        if not self.accepting:
-            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "the server is shutting down\n")
-        if len(self.connections) >= self.config.server.max_sessions:
-            if self.metrics is not None:
-                self.metrics.refused.labels("busy").inc()
-            return connection.respond(
-                http.HTTPStatus.SERVICE_UNAVAILABLE,
-                f"server busy: all {self.config.server.max_sessions} sessions are in use; try again later\n",
-            )
-        return None
-
-    @staticmethod
-    @functools.cache
-    def _web_file(name: str) -> bytes:
-        return (importlib.resources.files("pipeline") / "web" / name).read_bytes()
-
-    def _authorized(self, request: Request) -> bool:
-        header = request.headers.get("Authorization", "")
-        offered = header[7:].strip() if header[:7].lower() == "bearer " else ""
-        if not offered:
-            query = urllib.parse.parse_qs(urllib.parse.urlsplit(request.path).query)
-            offered = (query.get("token") or [""])[0]
-        # Compare against every key in constant time, so timing tells nothing.
-        return bool(offered) and any(hmac.compare_digest(offered.encode(), k.encode()) for k in self.api_keys)
-
     # -- ingest ------------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -228,6 +171,7 @@ class Ingest:
         conn = _Connection(ws, session, self.config)
         await self._flush(conn)  # the Realtime protocol speaks first: session.created
         self.connections[session_id] = conn
+        self.admission.opened(conn.host)
         conn.writer = asyncio.create_task(conn.write())
         log.info("session %s opened from %s", session_id, ws.remote_address)
         try:
@@ -249,6 +193,10 @@ class Ingest:
                     # Audio is counted as the session decoded it, whichever frame brought it.
                     violation = conn.limits.on_audio(max(0, conn.session.audio_samples - before) / SAMPLE_RATE, now)
                     await self._flush(conn)
+                    if conn.session.outstanding:
+                        conn.limits.on_message(now)  # it is waiting for us, not idle
+                    elif violation is None:
+                        violation = conn.limits.idle(now)  # pings may keep coming, but no audio does
                 if violation is not None:
                     await self._enforce(conn, violation)
                     break
@@ -265,6 +213,7 @@ class Ingest:
                 await self.jobs.send_multipart(wire.encode(wire.Command.CANCEL, {"prefix": session_id + ":"}),
                                                flags=zmq.NOBLOCK)
             del self.connections[session_id]
+            self.admission.closed(conn.host)
             for key in [k for k in self._final_made if k.startswith(session_id + ":")]:
                 del self._final_made[key]
             conn.session.close()
@@ -292,7 +241,8 @@ class Ingest:
         dropped = self._throttle.allow(f"internal:{kind}", time.monotonic())
         if dropped is not None:
             first = kind not in self._traced and len(self._traced) < 64
-            self._traced.add(kind)
+            if first:
+                self._traced.add(kind)
             log.error("session %s: internal error on %s, dropped: %s: %.200s%s", conn.session.id, what, kind, exc,
                       f" ({dropped} more like it not logged)" if dropped else "", exc_info=exc if first else None)
         if self.metrics is not None:

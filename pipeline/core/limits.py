@@ -1,8 +1,8 @@
 """Per-connection limits: audio rate, session length, idle time. No I/O; time is passed in.
 
 The ingest asks after every frame (:meth:`ConnectionLimits.on_audio`) and whenever the
-client has been quiet (:meth:`ConnectionLimits.idle`); a :class:`Violation` says what to
-tell the client and how to close (docs/protocol.md, "Errors").
+client has sent no audio for a while (:meth:`ConnectionLimits.idle`); a :class:`Violation`
+says what to tell the client and how to close (docs/protocol.md, "Errors").
 """
 
 from __future__ import annotations
@@ -10,9 +10,33 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import ServerConfig
+from .protocol import FORMATS, MIN_SAMPLE_RATE
+from .realtime_events import INPUT_FORMATS
 
 #: WebSocket close code for a policy violation (RFC 6455, 7.4.1).
 POLICY_VIOLATION = 1008
+
+
+def densest_bytes_per_s() -> float:
+    """The fewest message bytes that carry one second of audio, in any format either endpoint takes.
+
+    Today that is PCM16 at 8 kHz on ``/v1/stream``: 16,000 bytes a second (a
+    ``/v1/realtime`` append is base64 PCM16 at 24 kHz: 64,000). A format added to
+    either table is counted here, and the config check below follows.
+    """
+    stream = min(FORMATS.values()) * MIN_SAMPLE_RATE
+    realtime = min(FORMATS[f.codec] * f.rate * 4 / 3 for f in INPUT_FORMATS)  # base64: 4 chars per 3 bytes
+    return min(stream, realtime)
+
+
+def max_message_audio_s(max_message_bytes: int) -> float:
+    """The most audio one message of ``max_message_bytes`` can hold, in seconds.
+
+    The rate limit's burst must hold at least this much (``pipeline.config.validate``):
+    otherwise a single legal message, such as a backlog sent after a reconnect, would
+    be refused on a fresh connection, which is what the burst is for.
+    """
+    return max_message_bytes / densest_bytes_per_s()
 
 
 @dataclass(frozen=True)
@@ -44,15 +68,21 @@ class ConnectionLimits:
         self.idle_timeout_s = server.idle_timeout_s
         self.tokens_s = server.audio_burst_s
         self.audio_s = 0.0
-        self.last_seen = now
+        self.last_seen = now  # of audio, or of the server owing the client something
         self._refilled = now
 
     def on_message(self, now: float) -> None:
+        """The client is not idle now: the server still owes it finals."""
         self.last_seen = now
 
     def on_audio(self, seconds: float, now: float) -> Violation | None:
-        """``seconds`` more audio arrived at ``now``."""
-        self.last_seen = now
+        """A message brought ``seconds`` of audio at ``now`` (0 for one that brought none).
+
+        Only audio resets the idle clock: a client that sends nothing but pings (or other
+        text) would otherwise hold a session slot forever.
+        """
+        if seconds > 0:
+            self.last_seen = now
         self.audio_s += seconds
         if self.max_session_s and self.audio_s > self.max_session_s:
             return Violation("session_limit", f"this connection streamed the maximum of {self.max_session_s:g} s "
@@ -67,13 +97,17 @@ class ConnectionLimits:
         return None
 
     def idle(self, now: float) -> Violation | None:
-        """Whether the client has been silent too long (the caller checks nothing is outstanding)."""
+        """Whether the client has sent no audio for too long (the caller checks nothing is outstanding)."""
         if self.idle_timeout_s and now - self.last_seen >= self.idle_timeout_s:
-            return Violation("idle_timeout", f"nothing received for {self.idle_timeout_s:g} s", flush=False)
+            return Violation("idle_timeout", f"no audio received for {self.idle_timeout_s:g} s", flush=False)
         return None
 
     def idle_wait(self, now: float) -> float | None:
-        """How long the ingest may wait for the next message before checking :meth:`idle`."""
+        """How long the ingest may wait for the next message before checking :meth:`idle`.
+
+        Messages without audio come back here with less to wait each time, so pings
+        cannot push the check back.
+        """
         if not self.idle_timeout_s:
             return None
         return max(0.0, self.last_seen + self.idle_timeout_s - now)

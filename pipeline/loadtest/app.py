@@ -90,8 +90,13 @@ async def _main(opts: Options, console: Console) -> dict[str, Any]:
         # real clients: the spawned server allows the test's pace.
         from ..config import load as load_config
 
-        limit = load_config(opts.config).server.max_audio_rate
+        server = load_config(opts.config).server
+        limit = server.max_audio_rate
         args = ["--max-audio-rate", str(2 * opts.speed)] if limit and opts.speed * 1.5 > limit else []
+        # Every client comes from this one address: lift the cap per address if it is in the way.
+        most = max(opts.clients, opts.max_clients if opts.find_capacity else 0)
+        if server.max_sessions_per_address and most > server.max_sessions_per_address:
+            args += ["--max-sessions-per-address", "0"]
         spawned = await asyncio.to_thread(SpawnedPipeline, opts.config, log, 180.0, args)
         url, pid = spawned.url, spawned.pid
         console.print(f"pipeline ready at {url}")

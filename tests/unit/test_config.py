@@ -67,3 +67,14 @@ def test_every_shipped_config_loads():
     for path in (ROOT / "configs").glob("*.toml"):
         config.load(path)
     assert config.load(ROOT / "configs" / "capacity.toml").workers.encoder_window == "fit"
+
+
+def test_the_burst_must_hold_the_largest_legal_message():
+    """Issue 13, defect 5: 1 MiB of PCM16 is 32.8 s at 16 kHz and 65.5 s at 8 kHz; a 30 s burst
+    refused one legal message on a fresh connection."""
+    with pytest.raises(ConfigError, match=r"audio_burst_s \(30 s\).*max_message_bytes.*65\.5 s.*66"):
+        config.from_dict({"server": {"audio_burst_s": 30.0}})
+    config.from_dict({"server": {"audio_burst_s": 30.0, "max_message_bytes": 480000}})  # 30 s at 8 kHz
+    config.from_dict({"server": {"audio_burst_s": 30.0, "max_audio_rate": 0.0}})  # no rate limit, no burst
+    with pytest.raises(ConfigError, match="max_message_bytes"):
+        config.from_dict({"server": {"max_message_bytes": 0}})

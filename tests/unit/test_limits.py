@@ -64,3 +64,24 @@ def test_the_bucket_never_lets_more_than_burst_plus_rate_times_elapsed(frames):
             return
         sent += seconds
         assert sent <= 3.0 + 2.0 * now + 1e-9
+
+
+def test_one_message_of_the_largest_legal_size_passes_on_a_fresh_connection():
+    """Issue 13, defect 5: whatever its format, one max-size message fits the default burst."""
+    from pipeline.core.limits import max_message_audio_s
+
+    server = ServerConfig()
+    assert max_message_audio_s(server.max_message_bytes) == server.max_message_bytes / 16000  # PCM16, 8 kHz
+    assert ConnectionLimits(server, now=0.0).on_audio(max_message_audio_s(server.max_message_bytes), now=0.0) is None
+
+
+def test_messages_without_audio_do_not_keep_a_connection_from_idling():
+    """Issue 13, defect 6: pings alone held a session forever."""
+    lim = limits(idle_timeout_s=30.0)
+    for t in range(1, 30):
+        assert lim.on_audio(0.0, now=float(t)) is None  # a ping a second
+    assert lim.idle_wait(now=29.0) == 1.0
+    v = lim.idle(now=30.0)
+    assert v is not None and v.code == "idle_timeout" and "no audio" in v.message
+    lim.on_audio(0.02, now=30.0)  # audio does count
+    assert lim.idle(now=59.0) is None

@@ -107,3 +107,16 @@ def test_transcript_rounds_times():
     msg = protocol.transcript("final", 3, "hi", 1.23456, 2.0)
     assert msg == {"type": "final", "utterance_id": 3, "text": "hi", "start": 1.235, "end": 2.0}
     assert "words" not in msg
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(shaped(START_FIELDS), values()), max_size=5))
+def test_a_session_fed_nested_and_huge_values_answers_each_with_an_error_and_never_raises(objs):
+    from pipeline.config import Config
+    from pipeline.core.session import Session
+    from tests.helpers import EnergyVad
+
+    session = Session("s1", Config(), EnergyVad)
+    for obj in objs:
+        session.receive_text(dumps({**obj, "action": "start"} if isinstance(obj, dict) else obj))
+    assert all(m["type"] in ("error", "status") for m in session.messages_to_send())
