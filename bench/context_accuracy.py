@@ -13,7 +13,10 @@ and CPU seconds per decode:
 * ``prompt``: plus the stream's earlier text (200 chars) as ``initial_prompt``;
 * ``prefixN``: plus the audio of the N utterances before it, their text forced as the
   decoder's prefix (what the pipeline does, with N = ``context_utterances``);
-* ``fitN``: ``prefixN`` through the worker's fitted encoder window (``encoder_window = "fit"``).
+* ``fitN``: ``prefixN`` through the worker's fitted encoder window (``encoder_window = "fit"``);
+  ``fitN@F`` with a window of at least F seconds (``window_floor_s = F``).
+
+Every final goes through the worker's quality gate; the fallbacks it took are counted.
 
 The offline reference is plain ``WhisperModel.transcribe`` of the whole files.
 """
@@ -33,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"))
-    ap.add_argument("--modes", default="offline,alone,prompt,prefix1,prefix2,fit2")
+    ap.add_argument("--modes", default="offline,alone,prompt,prefix1,prefix2,fit2,fit2@20")
     ap.add_argument("--files", help="comma-separated stream files to use (default: all)")
     ap.add_argument("--set", choices=("streams", "clips"), default="streams",
                     help="long streams (context from earlier utterances) or short clips, one at a time")
@@ -67,7 +70,8 @@ def main() -> None:
     engines = {w: WhisperEngine(WorkersConfig(encoder_window=w)) for w in ("full", "fit")}
 
     for mode in args.modes.split(","):
-        refs, hyps, cpu, decodes = [], [], 0.0, 0
+        refs, hyps, cpu, decodes, fallbacks = [], [], 0.0, 0, 0
+        mode, _, floor = mode.partition("@")
         for s in streams:
             audio, cuts = cut[s["file"]]
             if mode == "offline":
@@ -81,7 +85,8 @@ def main() -> None:
                 continue
             texts: list[str] = []
             for k, c in enumerate(cuts):
-                options: dict = {"beam_size": 5, "window": "fit" if mode.startswith("fit") else "full"}
+                options: dict = {"beam_size": 5, "window": "fit" if mode.startswith("fit") else "full",
+                                 "window_floor_s": float(floor or 0)}
                 piece = c.audio
                 if mode == "prompt":
                     options["prompt"] = " ".join(texts)[-200:]
@@ -94,13 +99,16 @@ def main() -> None:
                         piece = audio[cuts[j].start : c.end]
                         options.update(prefix=" ".join(texts[j:k]), context_s=(c.start - cuts[j].start) / 16000)
                 t0 = time.process_time()
-                texts.append(engines[options["window"]].transcribe(piece, options)["text"])
+                result = engines[options["window"]].transcribe(piece, options)
                 cpu += time.process_time() - t0
+                texts.append(result["text"])
+                fallbacks += bool(result.get("fallbacks"))
                 decodes += 1
             refs.append(normalize(s["text"]))
             hyps.append(normalize(" ".join(texts)))
-        print(f"{mode:10s} WER {100 * jiwer.wer(refs, hyps):6.2f} %   CPU per decode {cpu / decodes:.3f} s"
-              f"   ({decodes} decodes)", flush=True)
+        label = f"{mode}@{floor}" if floor else mode
+        print(f"{label:10s} WER {100 * jiwer.wer(refs, hyps):6.2f} %   CPU per decode {cpu / decodes:.3f} s"
+              f"   ({decodes} decodes, {fallbacks} with a fallback)", flush=True)
 
 
 if __name__ == "__main__":

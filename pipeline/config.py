@@ -72,6 +72,8 @@ class WorkersConfig:
     partial_encoder_window: str = "fit"
     window_tail_s: float = 8.0
     window_quantum_s: float = 2.0
+    window_floor_s: float = 0.0
+    partial_window_floor_s: float = 0.0
     fake_delay_ms: int = 50
     fake_stall_s: float = 0.0
 
@@ -220,6 +222,9 @@ def validate(config: Config, source: str = "<config>") -> None:
             raise ConfigError(f"{source} [workers]: {key} must be \"full\" or \"fit\", not {getattr(w, key)!r}")
     if w.window_tail_s < 0 or w.window_quantum_s <= 0:
         raise ConfigError(f"{source} [workers]: window_tail_s must be >= 0 and window_quantum_s > 0")
+    for key in ("window_floor_s", "partial_window_floor_s"):
+        if not 0.0 <= getattr(w, key) <= 30.0:
+            raise ConfigError(f"{source} [workers]: {key} must be between 0 and 30 (Whisper's window)")
     if w.beam_size < 1 or w.partial_beam_size < 1:
         raise ConfigError(f"{source} [workers]: beam sizes must be >= 1")
     sv = config.server

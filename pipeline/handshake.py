@@ -116,8 +116,8 @@ class Handshake:
 
     def process_response(self, connection: ServerConnection, request: Request, response: Response) -> None:
         """Log every refused handshake (ours, and websockets' own: a bad upgrade, an origin)."""
-        if response.status_code < 400:
-            return
+        if response.status_code < 400 or request.path == "/readyz":
+            return  # a 503 from /readyz is the probe's answer, not a refusal
         reason = (response.body or b"").decode("utf-8", "replace").split("\n", 1)[0]
         self._log(logging.WARNING if response.status_code in (401, 403, 429) else logging.INFO,
                   f"http {response.status_code}", "refused %s %s from %s: %d %s", printable(request.method, 16),

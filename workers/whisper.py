@@ -42,6 +42,11 @@ MAX_CONTEXT_TOKENS = 200
 _PUNCT_PREPENDED = "\"'“¿([{-"
 _PUNCT_APPENDED = "\"'.。,，!！?？:：”)]}、"
 _WORD = re.compile(r"\w")
+_WORDS = re.compile(r"[\w']+")
+#: A fitted-window decode that repeats this many words in a row, or says more than
+#: MAX_WORDS_PER_S words a second of audio, is redone on the full window.
+REPEAT_NGRAM = 4
+MAX_WORDS_PER_S = 6.0
 
 
 def resolve_model(model: str) -> str:
@@ -99,6 +104,24 @@ class Decoded:
     def passes(self) -> bool:
         return self.compression_ratio <= COMPRESSION_RATIO_MAX and self.avg_logprob >= AVG_LOGPROB_MIN
 
+    def suspect(self, text: str, audio_s: float) -> str | None:
+        """Why a decode on a fitted window should be redone on the full one, if it should.
+
+        The fitted window's failures pass faster-whisper's gate: a sentence said twice
+        compresses only 1.7 to 1, and no words at all has no ratio. So: a run of
+        ``REPEAT_NGRAM`` words said twice, more words than anyone says in the audio's
+        time, or no words after the segmenter heard speech.
+        """
+        words = _WORDS.findall(text.lower())
+        if not words:
+            return "no_words"
+        if len(words) > MAX_WORDS_PER_S * max(audio_s, 1.0):
+            return "too_many_words"
+        grams = [tuple(words[i:i + REPEAT_NGRAM]) for i in range(len(words) - REPEAT_NGRAM + 1)]
+        if len(set(grams)) < len(grams):
+            return "repeated"
+        return None
+
 
 class WhisperEngine:
     """faster-whisper on the CPU (or GPU, if configured and present)."""
@@ -133,13 +156,15 @@ class WhisperEngine:
         tokenizer = self._tokenizer(options)
         fallbacks: list[str] = []
 
-        decoded, encoded = self._decode(audio, tokenizer, context, committed, window, options, gate, fallbacks)
+        decoded, encoded = self._decode(audio, tokenizer, context, context_s, committed, window, options, gate,
+                                        fallbacks)
         if context and not has_words(tokenizer.decode(decoded.tokens)):
             # Nothing but punctuation after the context while the segmenter heard speech:
             # the decoder ended the earlier sentence and stopped. Decode it alone.
             fallbacks.append("no_context")
             audio, context, context_s = audio[int(context_s * SAMPLE_RATE):], "", 0.0
-            decoded, encoded = self._decode(audio, tokenizer, context, committed, window, options, gate, fallbacks)
+            decoded, encoded = self._decode(audio, tokenizer, context, context_s, committed, window, options, gate,
+                                            fallbacks)
         text = _clean(tokenizer.decode(decoded.tokens), committed)
         duration = round(max(0.0, len(audio) / SAMPLE_RATE - context_s), 3)
         result: dict[str, Any] = {"text": text, "segments": [{"start": 0.0, "end": duration, "text": text}],
@@ -152,20 +177,23 @@ class WhisperEngine:
             result["words"] = _rebase(words, context_s, duration)
         return result
 
-    def _decode(self, audio: np.ndarray, tokenizer: Any, context: str, committed: str, window: str,
-                options: dict[str, Any], gate: bool, fallbacks: list[str]) -> tuple[Decoded, Any]:
+    def _decode(self, audio: np.ndarray, tokenizer: Any, context: str, context_s: float, committed: str,
+                window: str, options: dict[str, Any], gate: bool, fallbacks: list[str]) -> tuple[Decoded, Any]:
         """Decode with the quality gate: fitted window, then full window, then sampling."""
         context_tokens = self._context_tokens(tokenizer, context)
         forced = [*context_tokens, *(tokenizer.encode(" " + committed) if committed else [])]
         prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps, *forced]
         beam = int(options.get("beam_size", self.default_beam))
-        window_s = self._window_s(audio) if window == "fit" else 30.0
+        floor = float(options.get("window_floor_s", self.config.window_floor_s))
+        audio_s = len(audio) / SAMPLE_RATE - context_s
+        window_s = self._window_s(audio, floor) if window == "fit" else 30.0
         encoded = self._encode(audio, window_s)
         decoded = self._pass(encoded, tokenizer, prompt, len(context_tokens), window_s, beam=beam)
-        if not gate or decoded.passes():
+        suspect = None if window_s >= 30.0 else decoded.suspect(tokenizer.decode(decoded.tokens), audio_s)
+        if not gate or (decoded.passes() and suspect is None):
             return decoded, encoded
         if window_s < 30.0:
-            fallbacks.append("full_window")
+            fallbacks.append(f"full_window:{suspect or 'gate'}")
             window_s = 30.0
             encoded = self._encode(audio, window_s)
             decoded = self._pass(encoded, tokenizer, prompt, len(context_tokens), window_s, beam=beam)
@@ -202,11 +230,15 @@ class WhisperEngine:
         ratio = get_compression_ratio(tokenizer.decode(tokens).strip()) if tokens else 0.0
         return Decoded(tokens, float(avg_logprob), ratio, window_s, temperature)
 
-    def _window_s(self, audio: np.ndarray) -> float:
-        """The fitted window: the audio plus a tail of silence, rounded up (docs/performance.md)."""
+    def _window_s(self, audio: np.ndarray, floor: float = 0.0) -> float:
+        """The fitted window: the audio plus a tail of silence, rounded up, at least ``floor``.
+
+        Whisper was trained on 30 s windows; on much shorter ones a short utterance with
+        no context comes back with words lost or repeated (docs/performance.md).
+        """
         cfg = self.config
-        return min(30.0, math.ceil((len(audio) / SAMPLE_RATE + cfg.window_tail_s) / cfg.window_quantum_s)
-                   * cfg.window_quantum_s)
+        fitted = math.ceil((len(audio) / SAMPLE_RATE + cfg.window_tail_s) / cfg.window_quantum_s) * cfg.window_quantum_s
+        return min(30.0, max(fitted, floor))
 
     def _context_tokens(self, tokenizer: Any, context: str) -> list[int]:
         return tokenizer.encode(" " + closed_context(context))[-MAX_CONTEXT_TOKENS:] if context else []

@@ -302,6 +302,7 @@ class Session:
             "language": self.start.language,
             "beam_size": workers.beam_size if final else workers.partial_beam_size,
             "window": workers.encoder_window if final else workers.partial_encoder_window,
+            "window_floor_s": workers.window_floor_s if final else workers.partial_window_floor_s,
             "word_timestamps": final and self.start.words,
             "prefix": " ".join(texts),
             "context_s": round((cut.start - start) / SAMPLE_RATE, 4),

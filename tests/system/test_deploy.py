@@ -111,6 +111,6 @@ def test_a_worker_on_another_host_joins_with_its_key_and_does_the_work(tmp_path)
     log_lines = (tmp_path / "front.log").read_text().splitlines()
     records = [json.loads(line) for line in log_lines if line.startswith("{")]
     assert records and len(records) == len([line for line in log_lines if line.strip()])
-    joined = [r for r in records if "is ready" in r["message"]]
+    joined = [r for r in records if r["logger"] == "pipeline.dispatcher" and "is ready" in r["message"]]
     assert joined and "worker-0" in joined[0]["message"]
     assert not [r for r in records if r["logger"] == "pipeline.supervisor" and "started" in r["message"]]

@@ -80,7 +80,7 @@ def test_a_failed_fitted_decode_goes_to_the_full_window_then_to_sampling():
                              ("fine words", -0.4, 1.0)])
     out = engine.transcribe(AUDIO, {"window": "fit"})
     assert out["text"] == "fine words"
-    assert out["fallbacks"] == ["full_window", "temperature_0.2", "temperature_0.4"]
+    assert out["fallbacks"] == ["full_window:gate", "temperature_0.2", "temperature_0.4"]
     assert [p["window_s"] for p in engine.passes][1:] == [30.0, 30.0, 30.0]
     assert [p["temperature"] for p in engine.passes] == [0.0, 0.0, 0.2, 0.4]
 
