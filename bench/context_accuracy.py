@@ -14,7 +14,8 @@ and CPU seconds per decode:
 * ``prefixN``: plus the audio of the N utterances before it, their text forced as the
   decoder's prefix (what the pipeline does, with N = ``context_utterances``);
 * ``fitN``: ``prefixN`` through the worker's fitted encoder window (``encoder_window = "fit"``);
-  ``fitN@F`` with a window of at least F seconds (``window_floor_s = F``).
+  ``fitN@F`` with a window of at least F seconds (``window_floor_s = F``); a trailing
+  ``!`` turns the quality gate off (``fitN!``), to see what it saves.
 
 Every final goes through the worker's quality gate; the fallbacks it took are counted.
 
@@ -71,7 +72,8 @@ def main() -> None:
 
     for mode in args.modes.split(","):
         refs, hyps, cpu, decodes, fallbacks = [], [], 0.0, 0, 0
-        mode, _, floor = mode.partition("@")
+        gate = not mode.endswith("!")
+        mode, _, floor = mode.rstrip("!").partition("@")
         for s in streams:
             audio, cuts = cut[s["file"]]
             if mode == "offline":
@@ -86,7 +88,7 @@ def main() -> None:
             texts: list[str] = []
             for k, c in enumerate(cuts):
                 options: dict = {"beam_size": 5, "window": "fit" if mode.startswith("fit") else "full",
-                                 "window_floor_s": float(floor or 0)}
+                                 "window_floor_s": float(floor or 0), "fallback": gate}
                 piece = c.audio
                 if mode == "prompt":
                     options["prompt"] = " ".join(texts)[-200:]
@@ -106,7 +108,7 @@ def main() -> None:
                 decodes += 1
             refs.append(normalize(s["text"]))
             hyps.append(normalize(" ".join(texts)))
-        label = f"{mode}@{floor}" if floor else mode
+        label = (f"{mode}@{floor}" if floor else mode) + ("" if gate else "!")
         print(f"{label:10s} WER {100 * jiwer.wer(refs, hyps):6.2f} %   CPU per decode {cpu / decodes:.3f} s"
               f"   ({decodes} decodes, {fallbacks} with a fallback)", flush=True)
 

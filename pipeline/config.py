@@ -38,6 +38,9 @@ class ServerConfig:
     audio_burst_s: float = 66.0
     max_session_s: float = 14400.0
     idle_timeout_s: float = 120.0
+    max_final_load: float = 0.75
+    stream_cost: float = 0.08
+    late_final_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,11 @@ class WorkersConfig:
     partial_beam_size: int = 1
     context_utterances: int = 2
     context_max_s: float = 15.0
-    encoder_window: str = "full"
+    encoder_window: str = "fit"
     partial_encoder_window: str = "fit"
     window_tail_s: float = 8.0
     window_quantum_s: float = 2.0
-    window_floor_s: float = 0.0
+    window_floor_s: float = 16.0
     partial_window_floor_s: float = 0.0
     fake_delay_ms: int = 50
     fake_stall_s: float = 0.0
@@ -263,6 +266,9 @@ def validate(config: Config, source: str = "<config>") -> None:
         raise ConfigError(f"{source} [segmenter]: max_utterance_s must be between 1 and 30 (Whisper's window)")
     if not 0 <= config.server.port <= 65535:
         raise ConfigError(f"{source} [server]: port must be between 0 and 65535")
+    if not 0.0 <= sv.max_final_load <= 1.0 or sv.stream_cost <= 0 or sv.late_final_s <= 0:
+        raise ConfigError(f"{source} [server]: max_final_load must be 0..1 (0: off), stream_cost and "
+                          "late_final_s > 0")
     if config.server.max_sessions < 1 or config.server.max_sessions_per_address < 0:
         raise ConfigError(f"{source} [server]: max_sessions must be >= 1 and max_sessions_per_address >= 0 (0: no cap)")
     if config.dispatcher.heartbeat_interval_s <= 0 or config.dispatcher.heartbeat_liveness < 1:

@@ -110,7 +110,7 @@ class Handshake:
             ingest.admission.auth_ok(host)
         if not ingest.accepting:
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "the server is shutting down\n")
-        if refusal := ingest.admission.capacity(host):
+        if refusal := ingest.admission.capacity(host) or ingest.load_refusal():
             return self._refuse(connection, refusal)
         return None
 

@@ -32,7 +32,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 
 from .config import SAMPLE_RATE, Config
 from .core import wire
-from .core.admission import Admission
+from .core.admission import Admission, Refusal
+from .core.load import LoadView, PoolLoad
 from .core.limits import ConnectionLimits, Violation
 from .core.segmenter import VadFn
 from .core.realtime import RealtimeSession
@@ -129,9 +130,11 @@ class Ingest:
         self.accepting = True
         self.api_keys = config.security.client_keys()
         self.admission = Admission(config.server, config.security)
+        self.load = PoolLoad(config.server.max_final_load, config.server.stream_cost, config.server.late_final_s)
         self.handshake = Handshake(self)
         self.metrics: Metrics | None = None
         self._final_made: dict[str, float] = {}  # "session:utterance" -> when its final job was made
+        self._finals_out: dict[str, float] = {}  # the same, for every final job not yet answered
         self._throttle = Throttle()  # log lines that a client can cause, per reason
         self._traced: set[str] = set()  # exception types already logged with a traceback
 
@@ -161,6 +164,14 @@ class Ingest:
         assert self.server is not None
         return int(next(iter(self.server.sockets)).getsockname()[1])
 
+    def load_refusal(self) -> Refusal | None:
+        """A 503 if the workers cannot carry one more stream (docs/performance.md, "Admission")."""
+        if not self.config.server.max_final_load:
+            return None
+        now = time.monotonic()
+        oldest = min(self._finals_out.values(), default=now)
+        return self.load.refusal(LoadView(self.ready(), self.admission.sessions, now - oldest), now)
+
     # -- ingest ------------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -172,6 +183,7 @@ class Ingest:
         await self._flush(conn)  # the Realtime protocol speaks first: session.created
         self.connections[session_id] = conn
         self.admission.opened(conn.host)
+        self.load.sessions_changed(self.admission.sessions, time.monotonic())
         conn.writer = asyncio.create_task(conn.write())
         log.info("session %s opened from %s", session_id, ws.remote_address)
         try:
@@ -214,8 +226,10 @@ class Ingest:
                                                flags=zmq.NOBLOCK)
             del self.connections[session_id]
             self.admission.closed(conn.host)
-            for key in [k for k in self._final_made if k.startswith(session_id + ":")]:
-                del self._final_made[key]
+            self.load.sessions_changed(self.admission.sessions, time.monotonic())
+            for made in (self._final_made, self._finals_out):
+                for key in [k for k in made if k.startswith(session_id + ":")]:
+                    del made[key]
             conn.session.close()
             conn.writer.cancel()
             log.info("session %s closed (%s outstanding)", session_id, conn.session.outstanding)
@@ -278,8 +292,10 @@ class Ingest:
                     metrics.errors.labels(code).inc()
             conn.send(message)
         for job in conn.session.jobs_to_send():
-            if metrics is not None and job.priority == wire.Priority.FINAL:
-                self._final_made.setdefault(job.key, time.monotonic())
+            if job.priority == wire.Priority.FINAL:
+                self._finals_out.setdefault(job.key, time.monotonic())
+                if metrics is not None:
+                    self._final_made.setdefault(job.key, time.monotonic())
             await self.jobs.send_multipart(wire.encode_job(job), copy=False)
 
     # -- gateway -----------------------------------------------------------------------
@@ -295,6 +311,10 @@ class Ingest:
                 continue
             job_id = str(header.get("job_id", ""))
             conn = self.connections.get(job_id.split(":", 1)[0])
+            if command is wire.Command.RESULT and job_id.endswith(":f"):
+                self._finals_out.pop(job_id[:-2], None)
+                if "decode_s" in header:
+                    self.load.final_done(float(header["decode_s"]), time.monotonic())
             if command is not wire.Command.RESULT or conn is None:
                 continue  # the client left; its results have nowhere to go
             try:

@@ -113,10 +113,10 @@ async def _main(opts: Options, console: Console) -> dict[str, Any]:
             r = await _one_run(opts, url, items, audio, n, pid, console)
             p95 = r["latency_ms"]["final"]["p95"]
             held = (p95 is not None and p95 <= opts.p95_final_ms and r["utterances"]["lost"] == 0
-                    and r["errors"] == 0 and r["utterances"]["expected"] > 0)
+                    and r["errors"] == 0 and not r.get("refused") and r["utterances"]["expected"] > 0)
             steps.append({"clients": n, "held": held, "report": r})
             console.print(f"{n} client(s): final p95 {p95} ms, lost {r['utterances']['lost']}, "
-                          f"errors {r['errors']} → {'held' if held else 'did not hold'}")
+                          f"errors {r['errors']}, refused {r.get('refused', 0)} → {'held' if held else 'did not hold'}")
             if not held:
                 break
             capacity = n

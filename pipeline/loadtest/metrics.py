@@ -25,6 +25,7 @@ class Pass:
     sent: list[tuple[float, int]] = field(default_factory=list)  # (time, samples sent so far)
     messages: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # (arrival, message)
     failure: str | None = None  # an exception or an unexpected close
+    refused: str | None = None  # the server's 503 at the handshake, with its reason: not a failure
 
     def sent_at(self, sample: int) -> float | None:
         """When the frame holding ``sample`` was sent; None if it never was."""
@@ -152,6 +153,8 @@ def report(passes: list[Pass], clients: int, wall_s: float, t0: float, resources
     for m in errors:
         codes[str(m.get("code"))] += 1
     failures = [p.failure for p in passes if p.failure]
+    refused = [p.refused for p in passes if p.refused]
+    late = t0 + 0.75 * wall_s  # the last quarter of the run: is latency still climbing?
     series: dict[str, list[list[float]]] = defaultdict(list)
     for o in outcomes:
         if o.final_latency_s is not None and o.final_at is not None:
@@ -170,6 +173,8 @@ def report(passes: list[Pass], clients: int, wall_s: float, t0: float, resources
         },
         "latency_ms": {
             "final": percentiles([o.final_latency_s for o in outcomes if o.final_latency_s is not None]),
+            "final_last_quarter": percentiles([o.final_latency_s for o in outcomes if o.final_latency_s is not None
+                                               and o.final_at is not None and o.final_at >= late]),
             "first_partial": percentiles([o.first_partial_s for o in outcomes if o.first_partial_s is not None]),
             "partial_interval": percentiles(intervals),
         },
@@ -177,6 +182,8 @@ def report(passes: list[Pass], clients: int, wall_s: float, t0: float, resources
         "errors": len(errors) + len(failures),
         "error_codes": dict(codes),
         "disconnects": len(failures),
+        "refused": len(refused),
+        "refusals": refused[:5],
         "failures": failures[:20],
         **(resources or {"cpu_percent": None, "rss_mb": None}),
         "final_latency_series": dict(series),

@@ -28,7 +28,9 @@ def table(report: dict[str, Any], title: str = "Load test") -> Table:
         ("first partial p50 / p95 (ms)", f"{_ms(lat['first_partial']['p50'])} / {_ms(lat['first_partial']['p95'])}"),
         ("partial interval p50 / p95 (ms)", f"{_ms(lat['partial_interval']['p50'])} / {_ms(lat['partial_interval']['p95'])}"),
         ("word error rate", "—" if report["wer"] is None else f"{100 * report['wer']:.1f} %"),
-        ("errors / disconnects", f"{report['errors']} / {report['disconnects']}"),
+        ("final p95 in the run's last quarter (ms)", _ms(lat.get("final_last_quarter", {}).get("p95"))),
+        ("errors / disconnects / refused at the handshake",
+         f"{report['errors']} / {report['disconnects']} / {report.get('refused', 0)}"),
     ]
     cpu, rss = report.get("cpu_percent"), report.get("rss_mb")
     if cpu:
@@ -45,14 +47,16 @@ def table(report: dict[str, Any], title: str = "Load test") -> Table:
 
 def capacity_table(steps: list[dict[str, Any]], target_ms: float) -> Table:
     t = Table(title=f"Capacity (final p95 ≤ {target_ms:.0f} ms, nothing lost)")
-    for col in ("clients", "final p50", "final p95", "first partial p95", "lost", "dup", "errors", "WER", "held"):
+    for col in ("clients", "final p50", "final p95", "last-quarter p95", "first partial p95", "lost", "dup", "errors",
+                "refused", "WER", "held"):
         t.add_column(col, justify="right")
     for s in steps:
         r = s["report"]
         lat = r["latency_ms"]
-        t.add_row(str(r["clients"]), _ms(lat["final"]["p50"]), _ms(lat["final"]["p95"]), _ms(lat["first_partial"]["p95"]),
+        t.add_row(str(r["clients"]), _ms(lat["final"]["p50"]), _ms(lat["final"]["p95"]),
+                  _ms(lat.get("final_last_quarter", {}).get("p95")), _ms(lat["first_partial"]["p95"]),
                   str(r["utterances"]["lost"]), str(r["utterances"]["duplicated"]), str(r["errors"]),
-                  "—" if r["wer"] is None else f"{100 * r['wer']:.1f} %", "yes" if s["held"] else "no")
+                  str(r.get("refused", 0)), "—" if r["wer"] is None else f"{100 * r['wer']:.1f} %", "yes" if s["held"] else "no")
     return t
 
 

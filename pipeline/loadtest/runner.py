@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from websockets.exceptions import InvalidStatus
+
 from ..client import StreamClient, load_audio
 from ..config import SAMPLE_RATE
 from .corpus import Item
@@ -75,6 +77,14 @@ async def run_clients(
                         return
                     if deadline is None:
                         return  # one file per client
+        except InvalidStatus as exc:
+            response = exc.response
+            if response.status_code == 503 and not any(p.client == n for p in passes):
+                # Admission control said no at the handshake: counted apart, not a failure.
+                reason = (response.body or b"").decode("utf-8", "replace").strip()
+                passes.append(Pass(n, items[n % len(items)], refused=f"client {n}: 503 {reason}"))
+            else:
+                passes.append(Pass(n, items[n % len(items)], failure=f"client {n}: {type(exc).__name__}: {exc}"))
         except Exception as exc:  # connection refused, handshake rejected, ...
             passes.append(Pass(n, items[n % len(items)], failure=f"client {n}: {type(exc).__name__}: {exc}"))
 
