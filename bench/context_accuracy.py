@@ -41,6 +41,8 @@ def main() -> None:
     ap.add_argument("--files", help="comma-separated stream files to use (default: all)")
     ap.add_argument("--set", choices=("streams", "clips"), default="streams",
                     help="long streams (context from earlier utterances) or short clips, one at a time")
+    ap.add_argument("--beam", type=int, default=5, help="beam size of every decode")
+    ap.add_argument("--tail", type=float, default=8.0, help="window_tail_s of the fitted window")
     args = ap.parse_args()
 
     import jiwer
@@ -68,7 +70,7 @@ def main() -> None:
         seg = Segmenter(SegmenterConfig(), SileroStream(), partials=False)
         cuts = [c for i in range(0, len(audio), 1600) for c in seg.feed(audio[i : i + 1600])] + seg.flush()
         cut[s["file"]] = (audio, cuts)
-    engines = {w: WhisperEngine(WorkersConfig(encoder_window=w)) for w in ("full", "fit")}
+    engines = {w: WhisperEngine(WorkersConfig(encoder_window=w, window_tail_s=args.tail)) for w in ("full", "fit")}
 
     for mode in args.modes.split(","):
         refs, hyps, cpu, decodes, fallbacks = [], [], 0.0, 0, 0
@@ -87,7 +89,7 @@ def main() -> None:
                 continue
             texts: list[str] = []
             for k, c in enumerate(cuts):
-                options: dict = {"beam_size": 5, "window": "fit" if mode.startswith("fit") else "full",
+                options: dict = {"beam_size": args.beam, "window": "fit" if mode.startswith("fit") else "full",
                                  "window_floor_s": float(floor or 0), "fallback": gate}
                 piece = c.audio
                 if mode == "prompt":
