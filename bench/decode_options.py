@@ -7,7 +7,8 @@ Measures CPU seconds (process time, one thread, the bundled tiny.en int8) of:
 * the encoder for windows of 30, 20, 15, 10 and 5 s (Whisper pads every input to 30 s;
   CTranslate2 accepts shorter mel inputs);
 * the encoder on a batch of 4 full windows, per item (batching jobs into one call);
-* the decoder (``generate``) with beam 5 and beam 1, with and without a forced prefix.
+* the decoder (``generate``) with beam 5 and beam 1, with and without a forced prefix;
+* the decoder on a batch of 2 and 4 utterances at once, per item (batching finals).
 
 It prints a table; docs/performance.md explains what was kept.
 """
@@ -64,6 +65,12 @@ def main() -> None:
             cost = cpu_time(lambda p=p, b=beam: model.model.generate(encoded[30], [p], beam_size=b, max_length=448),
                             args.repeat)
             rows.append((f"decoder, beam {beam}, {name}", cost))
+    # Cross-stream batching of finals (issue 14): N utterances' decoders in one call.
+    for n in (2, 4):
+        p = prompt + prefix
+        enc = model.encode(np.stack([model.feature_extractor(audio, padding=20 * 16000 - len(audio))[:, :2000]] * n))
+        cost = cpu_time(lambda e=enc, k=n: model.model.generate(e, [p] * k, beam_size=5, max_length=448), args.repeat)
+        rows.append((f"decoder, beam 5, batch of {n} (20 s windows), per item", cost / n))
     width = max(len(n) for n, _ in rows)
     print(f"{'part':{width}s}  CPU s")
     for name, cost in rows:

@@ -56,6 +56,7 @@ class DispatcherConfig:
     heartbeat_liveness: int = 3
     max_attempts: int = 3
     max_queued_jobs: int = 10000
+    partial_reserve: int = 1
 
 
 @dataclass(frozen=True)
@@ -244,6 +245,8 @@ def validate(config: Config, source: str = "<config>") -> None:
             f"{densest_bytes_per_s():,.0f} bytes a second), or that message would be refused on a fresh "
             f"connection; raise audio_burst_s to {math.ceil(most)} or more, or lower max_message_bytes")
     d = config.dispatcher
+    if d.partial_reserve < 0:
+        raise ConfigError(f"{source} [dispatcher]: partial_reserve must be >= 0")
     if d.job_deadline_s < 0 or d.queue_deadline_s < 0:
         raise ConfigError(f"{source} [dispatcher]: job_deadline_s and queue_deadline_s must be >= 0 (0: none)")
     sec = config.security

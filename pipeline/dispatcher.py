@@ -51,7 +51,7 @@ class Dispatcher:
         self.auth: Any = None  # the ZAP authenticator, with keys
         self.scheduler = Scheduler(
             config.heartbeat_interval_s, config.heartbeat_liveness, config.max_attempts, config.max_queued_jobs,
-            config.live_reserve_s,
+            config.live_reserve_s, config.partial_reserve,
         )
         self.clients = ctx.socket(zmq.ROUTER)
         self.workers = ctx.socket(zmq.ROUTER)

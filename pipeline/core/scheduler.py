@@ -51,6 +51,8 @@ class Scheduler:
         live_reserve_s: for this long after the last live (final or partial) job, batch
             work leaves one ready worker free, so that a live final does not wait for a
             batch decode to finish (a batch chunk takes a second or more).
+        partial_reserve: ready workers that partials leave free for finals, when there
+            are more workers than this: a final then never waits for a partial to end.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class Scheduler:
         max_attempts: int = 3,
         max_queued: int = 10000,
         live_reserve_s: float = 10.0,
+        partial_reserve: int = 0,
     ) -> None:
         self.expiry_s = heartbeat_interval_s * liveness
         self.max_attempts = max_attempts
@@ -70,6 +73,7 @@ class Scheduler:
             p: collections.OrderedDict() for p in Priority
         }
         self.live_reserve_s = live_reserve_s
+        self.partial_reserve = partial_reserve
         self.live_at = float("-inf")  # when the last live job was submitted
         self.failures: list[Failure] = []
         self.replaced = 0
@@ -208,6 +212,9 @@ class Scheduler:
             if (live and len(self.ready) == 1 and len(self.workers) > 1
                     and not self.queues[Priority.FINAL] and not self.queues[Priority.PARTIAL]):
                 break  # the last ready worker stays free for live streams
+            if (not self.queues[Priority.FINAL] and len(self.workers) > self.partial_reserve
+                    and len(self.ready) <= self.partial_reserve):
+                break  # partials and batch work leave the reserve free for the next final
             picked = self._pop_next()
             if picked is None:
                 break

@@ -210,3 +210,28 @@ def test_a_job_whose_send_failed_does_not_use_up_an_attempt():
     ((_, _, j),) = s.assignments()
     assert j.job_id == "a" and j.attempt == 1  # its first real attempt
     assert not s.worker_gone(b"unknown")
+
+
+def test_partials_leave_the_reserve_free_for_the_next_final():
+    s = Scheduler(partial_reserve=1)
+    for w in (b"w1", b"w2"):
+        s.worker_ready(w, 0.0)
+    for n in (1, 2):
+        s.submit(b"c", job(f"p{n}", Priority.PARTIAL, key=f"u{n}"))
+    assert [j.job_id for _, _, j in s.assignments()] == ["p1"]  # p2 waits: one worker stays free
+    s.submit(b"c", job("f1"))
+    assert [j.job_id for _, _, j in s.assignments()] == ["f1"]  # at once, on the reserved worker
+    assert s.queued(Priority.PARTIAL) == 1
+
+
+def test_finals_take_every_worker_and_a_lone_worker_takes_partials():
+    s = Scheduler(partial_reserve=1)
+    for w in (b"w1", b"w2"):
+        s.worker_ready(w, 0.0)
+    s.submit(b"c", job("f1"))
+    s.submit(b"c", job("f2"))
+    assert [j.job_id for _, _, j in s.assignments()] == ["f1", "f2"]
+    lone = Scheduler(partial_reserve=1)
+    lone.worker_ready(b"w1", 0.0)
+    lone.submit(b"c", job("p1", Priority.PARTIAL, key="u1"))
+    assert [j.job_id for _, _, j in lone.assignments()] == ["p1"]  # no reserve with one worker
