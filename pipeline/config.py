@@ -38,7 +38,7 @@ class ServerConfig:
     audio_burst_s: float = 66.0
     max_session_s: float = 14400.0
     idle_timeout_s: float = 120.0
-    max_final_load: float = 0.45
+    max_final_load: float = 0.4
     stream_cost: float = 0.1
     late_final_s: float = 1.0
 

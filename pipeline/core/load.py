@@ -25,6 +25,10 @@ from .admission import Refusal
 #: Session-seconds of evidence the prior is worth: the measured cost takes over after
 #: a minute of one stream, or four seconds of sixteen.
 PRIOR_WEIGHT_S = 60.0
+#: Until this much session time is measured, a stream costs at least the prior: young
+#: streams have not finished an utterance yet, and a burst of arrivals would otherwise
+#: look cheap (16 offered in 30 s, 11 admitted where 8 held).
+PRIOR_FLOOR_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,9 @@ class PoolLoad:
     def per_stream(self, now: float) -> float:
         """Worker-seconds of finals per second of one session, shrunk towards the prior."""
         self._trim(now)
-        return (self._busy + self.prior * PRIOR_WEIGHT_S) / (self._session_seconds(now) + PRIOR_WEIGHT_S)
+        seen = self._session_seconds(now)
+        cost = (self._busy + self.prior * PRIOR_WEIGHT_S) / (seen + PRIOR_WEIGHT_S)
+        return max(cost, self.prior) if seen < PRIOR_FLOOR_S else cost
 
     def refusal(self, view: LoadView, now: float) -> Refusal | None:
         """A 503 if one more stream would overload the pool, or finals are late already."""

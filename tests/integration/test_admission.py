@@ -77,3 +77,20 @@ def test_off_means_only_the_session_cap(pipeline_factory):
     p = pipeline_factory(loaded(max_final_load=0.0, stream_cost=5.0))
     with connect(p.url), connect(p.url), connect(p.url):
         pass
+
+
+def test_the_load_test_counts_refused_clients_apart(pipeline_factory):
+    import asyncio
+
+    from pipeline.loadtest import corpus
+    from pipeline.loadtest.metrics import report
+    from pipeline.loadtest.runner import decode_corpus, run_clients
+    from tests.data import DATA
+
+    p = pipeline_factory(loaded(max_final_load=0.75, stream_cost=0.5))  # one worker holds one stream
+    items = corpus.load(DATA)
+    audio = decode_corpus(items)
+    passes = asyncio.run(run_clients(p.url, items, audio, clients=2, speed=8, stagger_s=0.2))
+    r = report(passes, 2, 10.0, 0.0)
+    assert r["refused"] == 1 and "at capacity" in r["refusals"][0]
+    assert r["errors"] == 0 and r["utterances"]["lost"] == 0 and r["utterances"]["finalized"] >= 1

@@ -39,6 +39,13 @@ def test_expensive_streams_fill_the_pool_sooner():
     assert load.refusal(LoadView(4, 8, 0.0), 60.0) is None  # two more workers joined: room again
 
 
+def test_young_streams_cost_at_least_the_prior():
+    load = make()
+    load.sessions_changed(8, 0.0)  # a burst of arrivals, no final yet
+    assert load.per_stream(10.0) == 0.08
+    assert load.refusal(LoadView(2, 18, 0.0), 10.0) is not None
+
+
 def test_old_evidence_leaves_the_window():
     load = make(window_s=10.0)
     load.sessions_changed(1, 0.0)
