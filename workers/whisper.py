@@ -47,6 +47,9 @@ _WORDS = re.compile(r"[\w']+")
 #: MAX_WORDS_PER_S words a second of audio, is redone on the full window.
 REPEAT_NGRAM = 4
 MAX_WORDS_PER_S = 6.0
+#: ... or, for audio of MIN_WORDS_AFTER_S or more, fewer than MIN_WORDS_PER_S words a second.
+MIN_WORDS_PER_S = 1.0
+MIN_WORDS_AFTER_S = 3.0
 
 
 def resolve_model(model: str) -> str:
@@ -110,13 +113,16 @@ class Decoded:
         The fitted window's failures pass faster-whisper's gate: a sentence said twice
         compresses only 1.7 to 1, and no words at all has no ratio. So: a run of
         ``REPEAT_NGRAM`` words said twice, more words than anyone says in the audio's
-        time, or no words after the segmenter heard speech.
+        time, far fewer (the decoder stopped early: on a fitted window it can end right
+        after the committed text), or no words after the segmenter heard speech.
         """
         words = _WORDS.findall(text.lower())
         if not words:
             return "no_words"
         if len(words) > MAX_WORDS_PER_S * max(audio_s, 1.0):
             return "too_many_words"
+        if audio_s >= MIN_WORDS_AFTER_S and len(words) < MIN_WORDS_PER_S * audio_s:
+            return "too_few_words"  # it stopped early, after the committed text say
         grams = [tuple(words[i:i + REPEAT_NGRAM]) for i in range(len(words) - REPEAT_NGRAM + 1)]
         if len(set(grams)) < len(grams):
             return "repeated"
@@ -193,7 +199,7 @@ class WhisperEngine:
         if not gate or (decoded.passes() and suspect is None):
             return decoded, encoded
         if window_s < 30.0:
-            fallbacks.append(f"full_window:{suspect or 'gate'}")
+            fallbacks.append(f"full_window:{suspect if decoded.passes() else 'gate'}")
             window_s = 30.0
             encoded = self._encode(audio, window_s)
             decoded = self._pass(encoded, tokenizer, prompt, len(context_tokens), window_s, beam=beam)

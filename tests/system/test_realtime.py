@@ -58,14 +58,19 @@ async def transcribe_with_openai(base_url: str, pcm: bytes, update_event: str, c
         if commit:  # end the utterance now, without waiting for silence
             await conn.send({"type": "input_audio_buffer.commit"})
         spoken = stopped = 0
+        settled = False
         while True:
-            event = await asyncio.wait_for(conn.recv(), timeout(60))
+            try:
+                # Once every item seen is complete, wait a little for more: a fast final can
+                # come before the server has announced the speech after it.
+                event = await asyncio.wait_for(conn.recv(), timeout(2) if settled else timeout(60))
+            except asyncio.TimeoutError:
+                break
             events.append(event)
             spoken += event.type == "input_audio_buffer.speech_started"
             stopped += event.type == "input_audio_buffer.speech_stopped"
             done = [e for e in events if e.type == "conversation.item.input_audio_transcription.completed"]
-            if spoken and stopped == spoken and len(done) == spoken >= items:
-                break
+            settled = bool(spoken and stopped == spoken and len(done) == spoken >= items)
     return events
 
 

@@ -96,3 +96,15 @@ def test_partials_skip_the_gate():
     engine = ScriptedEngine([("the the the the", -2.0, 3.0)])
     engine.transcribe(AUDIO, {"window": "fit", "fallback": False})
     assert len(engine.passes) == 1
+
+
+def test_what_sends_a_fitted_decode_to_the_full_window():
+    from workers.whisper import Decoded
+
+    d = Decoded([], avg_logprob=-0.2, compression_ratio=1.2, window_s=16.0)
+    assert d.suspect("The birch canoe slid on the smooth planks.", 2.5) is None
+    assert d.suspect("", 2.5) == "no_words"
+    assert d.suspect("The stray cat gave birth to kittens. The stray cat gave birth to kittens.", 4.0) == "repeated"
+    assert d.suspect("one two three four five six seven eight nine ten eleven twelve thirteen", 1.5) == "too_many_words"
+    assert d.suspect("And so my fellow Americans.", 11.0) == "too_few_words"
+    assert d.suspect("Yes.", 1.0) is None  # short answers are short
