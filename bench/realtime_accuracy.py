@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,25 +23,17 @@ sys.path.insert(0, str(ROOT))
 
 
 async def realtime(base_url: str, path: Path) -> list[dict]:
-    import numpy as np
-    from faster_whisper.audio import decode_audio
     from openai import AsyncOpenAI
 
-    audio = np.concatenate([decode_audio(str(path), sampling_rate=24000), np.zeros(24000, np.float32)])
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    from bench.realtime_latency import pcm24k, send_at_real_time
+
+    pcm = pcm24k(str(path))
     client = AsyncOpenAI(base_url=base_url, api_key="unused")
     items: dict[str, dict] = {}
     async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
         await conn.recv()  # session.created
 
-        async def send() -> None:
-            t0, step = time.monotonic(), 4800  # 100 ms of 24 kHz PCM16
-            for k, i in enumerate(range(0, len(pcm), step)):
-                await asyncio.sleep(max(0.0, t0 + k * 0.1 - time.monotonic()))
-                await conn.send({"type": "input_audio_buffer.append",
-                                 "audio": base64.b64encode(pcm[i : i + step]).decode()})
-
-        sender = asyncio.create_task(send())
+        sender = asyncio.create_task(send_at_real_time(conn, pcm))
         started = completed = 0
         while not (sender.done() and started and completed == started):
             try:

@@ -22,26 +22,34 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-async def run(base_url: str, path: str) -> None:
+def pcm24k(path: str) -> bytes:
+    """The file as 24 kHz PCM16 (the Realtime API's rate), with 1 s of silence after it."""
     import numpy as np
     from faster_whisper.audio import decode_audio
-    from openai import AsyncOpenAI
 
     audio = np.concatenate([decode_audio(path, sampling_rate=24000), np.zeros(24000, np.float32)])
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+async def send_at_real_time(conn: object, pcm: bytes) -> None:
+    """Append ``pcm`` in 100 ms pieces, each when a live microphone would have it."""
+    t0, step = time.monotonic(), 4800  # 100 ms of 24 kHz PCM16
+    for k, i in enumerate(range(0, len(pcm), step)):
+        await asyncio.sleep(max(0.0, t0 + k * 0.1 - time.monotonic()))
+        await conn.send({"type": "input_audio_buffer.append",  # type: ignore[attr-defined]
+                         "audio": base64.b64encode(pcm[i : i + step]).decode()})
+
+
+async def run(base_url: str, path: str) -> None:
+    from openai import AsyncOpenAI
+
+    pcm = pcm24k(path)
     client = AsyncOpenAI(base_url=base_url, api_key="unused")
     events: list[tuple[float, object]] = []
     async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
         await conn.recv()  # session.created
 
-        async def send() -> None:
-            t0, step = time.monotonic(), 4800  # 100 ms of 24 kHz PCM16
-            for k, i in enumerate(range(0, len(pcm), step)):
-                await asyncio.sleep(max(0.0, t0 + k * 0.1 - time.monotonic()))
-                await conn.send({"type": "input_audio_buffer.append",
-                                 "audio": base64.b64encode(pcm[i : i + step]).decode()})
-
-        sender = asyncio.create_task(send())
+        sender = asyncio.create_task(send_at_real_time(conn, pcm))
         started = stopped = completed = 0
         while not (sender.done() and started and completed == started):
             try:

@@ -133,8 +133,7 @@ class Ingest:
         self.load = PoolLoad(config.server.max_final_load, config.server.stream_cost, config.server.late_final_s)
         self.handshake = Handshake(self)
         self.metrics: Metrics | None = None
-        self._final_made: dict[str, float] = {}  # "session:utterance" -> when its final job was made
-        self._finals_out: dict[str, float] = {}  # the same, for every final job not yet answered
+        self._finals_out: dict[str, float] = {}  # "session:utterance" -> when its unanswered final job was made
         self._throttle = Throttle()  # log lines that a client can cause, per reason
         self._traced: set[str] = set()  # exception types already logged with a traceback
 
@@ -227,9 +226,8 @@ class Ingest:
             del self.connections[session_id]
             self.admission.closed(conn.host)
             self.load.sessions_changed(self.admission.sessions, time.monotonic())
-            for made in (self._final_made, self._finals_out):
-                for key in [k for k in made if k.startswith(session_id + ":")]:
-                    del made[key]
+            for key in [k for k in self._finals_out if k.startswith(session_id + ":")]:
+                del self._finals_out[key]
             conn.session.close()
             conn.writer.cancel()
             log.info("session %s closed (%s outstanding)", session_id, conn.session.outstanding)
@@ -282,20 +280,13 @@ class Ingest:
     async def _flush(self, conn: _Connection) -> None:
         metrics = self.metrics
         for message in conn.session.messages_to_send():
-            if metrics is not None:
-                if message["type"] == "final":
-                    t0 = self._final_made.pop(f"{conn.session.id}:{message['utterance_id']}", None)
-                    if t0 is not None:
-                        metrics.final_latency.observe(time.monotonic() - t0)
-                elif message["type"] == "error":
-                    code = message.get("code") or (message.get("error") or {}).get("code", "")
-                    metrics.errors.labels(code).inc()
+            if metrics is not None and message["type"] == "error":
+                code = message.get("code") or (message.get("error") or {}).get("code", "")
+                metrics.errors.labels(code).inc()
             conn.send(message)
         for job in conn.session.jobs_to_send():
             if job.priority == wire.Priority.FINAL:
                 self._finals_out.setdefault(job.key, time.monotonic())
-                if metrics is not None:
-                    self._final_made.setdefault(job.key, time.monotonic())
             await self.jobs.send_multipart(wire.encode_job(job), copy=False)
 
     # -- gateway -----------------------------------------------------------------------
@@ -312,7 +303,9 @@ class Ingest:
             job_id = str(header.get("job_id", ""))
             conn = self.connections.get(job_id.split(":", 1)[0])
             if command is wire.Command.RESULT and job_id.endswith(":f"):
-                self._finals_out.pop(job_id[:-2], None)
+                made = self._finals_out.pop(job_id[:-2], None)
+                if made is not None and self.metrics is not None:
+                    self.metrics.final_latency.observe(time.monotonic() - made)
                 if "decode_s" in header:
                     self.load.final_done(float(header["decode_s"]), time.monotonic())
             if command is not wire.Command.RESULT or conn is None:

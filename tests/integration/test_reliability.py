@@ -85,8 +85,8 @@ def holder_of_next_final(p) -> int:
     return pid
 
 
-def test_sigkill_of_one_worker_mid_utterance_gives_the_final_once(pipeline_factory):
-    p = pipeline_factory(fake_config(fake_delay_ms=1000, count=2))
+def stream_killing_a_worker(p) -> tuple[list[dict], list[int]]:
+    """Stream everything; at the first final, SIGKILL the worker holding the next one."""
     killed: list[int] = []
 
     def kill_once(m: dict) -> None:
@@ -98,6 +98,12 @@ def test_sigkill_of_one_worker_mid_utterance_gives_the_final_once(pipeline_facto
     with connect(p.url) as ws:
         stream_all(ws)
         messages = until_stopped(ws, kill_once)
+    return messages, killed
+
+
+def test_sigkill_of_one_worker_mid_utterance_gives_the_final_once(pipeline_factory):
+    p = pipeline_factory(fake_config(fake_delay_ms=1000, count=2))
+    messages, killed = stream_killing_a_worker(p)
     assert killed
     assert_one_final_each(messages)
     assert not [m for m in messages if m["type"] == "error"]

@@ -18,7 +18,6 @@ import urllib.request
 from dataclasses import replace
 
 import zmq
-from websockets.sync.client import connect
 
 from pipeline.core import wire
 
@@ -26,10 +25,8 @@ from tests.conftest import fake_config, running
 from tests.helpers import timeout
 from tests.integration.test_reliability import (
     assert_one_final_each,
-    holder_of_next_final,
     ready_workers,
-    stream_all,
-    until_stopped,
+    stream_killing_a_worker,
     wait_for,
 )
 
@@ -52,17 +49,7 @@ def test_a_killed_workers_job_is_dispatched_again_at_once(pipeline_factory, capl
     """Defect 2: the send to the dead worker fails (EHOSTUNREACH) and the job goes to the other."""
     caplog.set_level(logging.INFO, logger="pipeline.dispatcher")
     p = pipeline_factory(immortal_config(fake_delay_ms=1000, count=2))
-    killed: list[int] = []
-
-    def kill_once(m: dict) -> None:
-        if m["type"] == "final" and not killed:
-            pid = holder_of_next_final(p)
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-
-    with connect(p.url) as ws:
-        stream_all(ws)
-        messages = until_stopped(ws, kill_once)  # with expiry only, this would wait for days
+    messages, killed = stream_killing_a_worker(p)  # with expiry only, this would wait for days
     assert killed
     assert_one_final_each(messages)
     assert not [m for m in messages if m["type"] == "error"]
